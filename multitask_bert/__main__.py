@@ -1,0 +1,3 @@
+from multitask_bert.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""``multitask-bert train | evaluate | predict``: the library without Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from multitask_bert.errors import MultitaskBertError
+
+log = logging.getLogger("multitask_bert")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except MultitaskBertError as exc:  # a user mistake: the message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multitask-bert",
+        description="Fine-tune one shared BERT encoder on several NLP tasks at once.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="tokenise, train, evaluate; writes metrics.json and best/")
+    train.add_argument("--config", required=True, help="experiment YAML")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=1")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="per-head metrics of a saved model")
+    evaluate.add_argument("--model", required=True, help="model folder, e.g. runs/NAME/best")
+    evaluate.add_argument("--config", required=True, help="experiment YAML naming the tasks")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE")
+    evaluate.add_argument("--split", default="validation", choices=["validation", "test"])
+    evaluate.add_argument("--output", help="also write the metrics JSON here")
+    evaluate.set_defaults(func=_evaluate)
+
+    predict = sub.add_parser("predict", help="every head of a task, for text or JSONL rows")
+    predict.add_argument("--model", required=True, help="model folder, e.g. runs/NAME/best")
+    predict.add_argument("--task", required=True, help="task name")
+    predict.add_argument("--text", action="append", default=[],
+                         help="input text (repeatable); token tasks split it on whitespace")
+    predict.add_argument("--text-b", help="second text of a pair task (with one --text)")
+    predict.add_argument("--input", help="JSONL file of rows ({'text': ...}, {'tokens': [...]}, "
+                         "{'text_a': ..., 'text_b': ...}); '-' reads stdin")
+    predict.add_argument("--output", help="JSONL output file (default: stdout)")
+    predict.set_defaults(func=_predict)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.evaluation.report import format_metrics_table
+    from multitask_bert.pipeline import train_experiment
+
+    config = ExperimentConfig.load(args.config, args.overrides)
+    result = train_experiment(config)
+    print(format_metrics_table(result.best, title=f"best (step {result.best_step})"))
+    print(f"model: {Path(result.output_dir) / 'best'}")
+    print(f"metrics: {Path(result.output_dir) / 'metrics.json'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.evaluation.report import format_metrics_table
+    from multitask_bert.pipeline import evaluate_saved_model
+
+    config = ExperimentConfig.load(args.config, args.overrides)
+    metrics = evaluate_saved_model(args.model, config, split=args.split)
+    print(format_metrics_table(metrics, title=f"{args.split}: {args.model}"))
+    if args.output:
+        Path(args.output).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from multitask_bert.errors import DataError
+    from multitask_bert.inference import Predictor
+
+    rows = _read_rows(args)
+    if not rows:
+        raise DataError("nothing to predict: give --text, or --input with JSONL rows")
+    predictions = Predictor(args.model).predict(args.task, rows)
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        for row, prediction in zip(rows, predictions, strict=True):
+            out.write(json.dumps({**row, "predictions": prediction}) + "\n")
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def _read_rows(args: argparse.Namespace) -> list[dict]:
+    from multitask_bert.errors import DataError
+
+    if args.text_b is not None:
+        if len(args.text) != 1:
+            raise DataError("--text-b needs exactly one --text")
+        return [{"text_a": args.text[0], "text_b": args.text_b}]
+    rows = [{"text": text} for text in args.text]
+    if args.input:
+        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        with stream:
+            for number, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{args.input}:{number}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{args.input}:{number}: each line must be a JSON object")
+                rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,15 @@
+"""Errors a user can fix. The CLI prints them without a traceback and exits non-zero."""
+
+from __future__ import annotations
+
+
+class MultitaskBertError(Exception):
+    """Base class: a mistake in the user's input, with a message that says what to do."""
+
+
+class ConfigError(MultitaskBertError):
+    """An experiment or task config is invalid (names the file and the key)."""
+
+
+class DataError(MultitaskBertError):
+    """A data file is missing or malformed (names the file, the line and the field)."""

@@ -1,0 +1,36 @@
+"""Plain-text tables of per-head metrics for terminals and logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def metrics_rows(
+    metrics: dict[str, dict[str, dict[str, Any]]],
+) -> list[tuple[str, str, str, float]]:
+    """``(task, head, metric, value)`` for every scalar metric (per-type details left out)."""
+    rows = []
+    for task, heads in metrics.items():
+        for head, values in heads.items():
+            for metric, value in values.items():
+                if isinstance(value, (int, float)) and metric != "truncated_words":
+                    rows.append((task, head, metric, float(value)))
+    return rows
+
+
+def format_metrics_table(
+    metrics: dict[str, dict[str, dict[str, Any]]],
+    title: str = "",
+    keys: tuple[str, ...] = ("accuracy", "f1", "macro_f1", "micro_f1", "pearson", "spearman"),
+) -> str:
+    """A compact table: one line per head with its main metrics."""
+    lines = [title] if title else []
+    lines.append(f"{'task':<16} {'head':<12} " + " ".join(f"{k:>9}" for k in keys))
+    for task, heads in metrics.items():
+        for head, values in heads.items():
+            cells = []
+            for key in keys:
+                value = values.get(key)
+                cells.append(f"{value:>9.4f}" if isinstance(value, (int, float)) else " " * 9)
+            lines.append(f"{task:<16} {head:<12} " + " ".join(cells))
+    return "\n".join(lines)

