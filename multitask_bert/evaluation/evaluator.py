@@ -14,6 +14,7 @@ import torch
 from multitask_bert.data.dataset import Batch, TaskDataset
 from multitask_bert.evaluation.metrics import (
     compute_classification_metrics,
+    confusion_matrix,
     compute_multilabel_metrics,
     compute_ner_metrics,
     compute_regression_metrics,
@@ -69,7 +70,11 @@ class HeadAccumulator:
     def compute(self) -> dict[str, Any]:
         kind = self.head.type
         if kind == "classification":
-            return compute_classification_metrics(self.y_true, self.y_pred, self.labels)
+            metrics = compute_classification_metrics(self.y_true, self.y_pred, self.labels)
+            metrics["confusion_matrix"] = confusion_matrix(self.y_true, self.y_pred,
+                                                           len(self.labels))
+            metrics["labels"] = list(self.labels)
+            return metrics
         if kind == "multilabel":
             return compute_multilabel_metrics(self.y_true, self.y_pred, self.labels)
         if kind == "regression":

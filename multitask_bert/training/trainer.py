@@ -53,6 +53,8 @@ class TrainResult:
     stopped_early: bool = False
     train_seconds: float = 0.0
     output_dir: str = ""
+    run_id: str | None = None
+    """The tracking run (MLflow run id) that holds this training's metrics."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -107,7 +109,6 @@ class Trainer:
         self.heads = {t.name: list(t.heads) for t in config.tasks if t.name in eval_datasets}
         self.global_step = 0
         self.epoch = 0
-        self.result = TrainResult(score_metric=stopping.metric, output_dir=str(self.output_dir))
         self.logger = logger or create_logger(
             config.logging.backend,
             output_dir=self.output_dir,
@@ -115,6 +116,8 @@ class Trainer:
             run_name=config.name,
             tracking_uri=config.logging.tracking_uri,
         )
+        self.result = TrainResult(score_metric=stopping.metric, output_dir=str(self.output_dir),
+                                  run_id=self.logger.run_id)
         # bf16 autocast on CUDA only: on these CPUs it was measured slower than fp32.
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)

@@ -1,0 +1,352 @@
+"""The ``train-multitask`` Prefect flow: tokenise and cache, train, evaluate, register.
+
+Thin wiring over the library: each step is one library call wrapped in a Prefect task, and
+between tasks travel paths and small dicts. Run it directly for a one-off local run::
+
+    python flows/train_multitask.py --config configs/quickstart.yaml
+
+or through a deployment (``prefect.yaml``)::
+
+    prefect deployment run train-multitask/local --watch
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+import multitask_bert  # noqa: F401  (sets the offline environment before HF imports)
+from multitask_bert.config import ExperimentConfig
+from multitask_bert.data.cache import CachedTask, compute_fingerprint
+from multitask_bert.errors import MultitaskBertError
+from multitask_bert.evaluation.evaluator import Metrics, major_score
+from multitask_bert.evaluation.plots import save_metric_plots
+from multitask_bert.evaluation.report import metrics_rows
+from multitask_bert.models.multitask import load_tokenizer
+from multitask_bert.pipeline import evaluate_saved_model, prepare_task, train_experiment
+from multitask_bert.registry import find_champion, log_model, register
+from multitask_bert.tracking import create_logger, default_tracking_uri, redact_uri
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrainParameters(BaseModel):
+    """The run form of the Prefect UI: validated before a run starts."""
+
+    config_path: str = Field(
+        default="configs/quickstart.yaml",
+        description="Experiment YAML, relative to the project root or absolute.",
+    )
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="key=value overrides, e.g. training.epochs=1",
+    )
+    force: bool = Field(
+        default=False,
+        description="Train even when data and config equal the champion's.",
+    )
+    model_name: str = Field(default="multitask-bert", description="Registered model name.")
+
+
+def load_config(params: TrainParameters, run_name: str | None = None) -> ExperimentConfig:
+    path = Path(params.config_path)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    overrides = list(params.overrides)
+    config = ExperimentConfig.load(path, overrides)
+    if run_name and not _has_key(overrides, "output_dir"):
+        # one folder per flow run: a retry of the same run resumes in the same folder
+        base = Path(config.output_dir or f"runs/{config.name}")
+        if not base.is_absolute():
+            base = REPO_ROOT / base
+        config = config.model_copy(update={"output_dir": str(base / run_name)})
+    if not Path(config.cache_dir).is_absolute():
+        config = config.model_copy(update={"cache_dir": str(REPO_ROOT / config.cache_dir)})
+    return config
+
+
+def tracking_uri_for(config: ExperimentConfig) -> str:
+    return config.logging.tracking_uri or default_tracking_uri(config.run_dir)
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """What the trained model depends on: the config minus where outputs go."""
+    data = config.to_dict()
+    for key in ("output_dir", "cache_dir", "logging"):
+        data.pop(key, None)
+    data["training"].pop("progress_bar", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _has_key(overrides: list[str], key: str) -> bool:
+    return any(o.split("=", 1)[0].strip() == key for o in overrides)
+
+
+# -- tokenize_and_cache ----------------------------------------------------------------
+def _tokenize_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    """Cross-run cache key: the data/tokenizer/config fingerprint of the task, plus whether
+    its cache entry still exists (a deleted entry must be rebuilt, not served stale)."""
+    try:
+        config = ExperimentConfig.model_validate(parameters["config"])
+        spec = config.task(parameters["task_name"])
+        tokenizer = load_tokenizer(config.encoder.resolve_path())
+        fingerprint = compute_fingerprint(spec, tokenizer, max_length=config.max_length_for(spec),
+                                          seed=config.training.seed)
+    except Exception:  # noqa: BLE001  (the task itself reports the error)
+        return None
+    entry = config.cache_path / spec.name / fingerprint
+    return f"tokenize-{spec.name}-{fingerprint}-{int((entry / 'meta.json').is_file())}"
+
+
+@task(
+    name="tokenize_and_cache",
+    task_run_name="tokenize-{task_name}",
+    cache_key_fn=_tokenize_cache_key,
+    cache_expiration=timedelta(days=30),
+    persist_result=True,
+    retries=1,
+    retry_condition_fn=lambda task, run, state: not _is_user_error(state),
+)
+def tokenize_task(config: dict[str, Any], task_name: str) -> dict[str, Any]:
+    """Tokenise one task into the Parquet cache; returns the entry (paths, vocab, stats)."""
+    cached = prepare_task(ExperimentConfig.model_validate(config), task_name)
+    return cached.to_dict()
+
+
+# -- train --------------------------------------------------------------------------------
+@task(
+    name="train",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=lambda task, run, state: not _is_user_error(state),
+)
+def train_task(config: dict[str, Any], cached: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Train on the cached tasks (GPU when there is one); returns the run folder + scores."""
+    logger = get_run_logger()
+    experiment = ExperimentConfig.model_validate(config)
+    entries = {name: CachedTask.from_dict(data) for name, data in cached.items()}
+    result = train_experiment(experiment, cached=entries)
+    logger.info("trained %d steps in %.0f s; best %s = %.4f at step %s", result.global_step,
+                result.train_seconds, result.score_metric, result.best_score or float("nan"),
+                result.best_step)
+    return {"run_dir": result.output_dir, "run_id": result.run_id,
+            "best_score": result.best_score, "score_metric": result.score_metric}
+
+
+# -- evaluate -----------------------------------------------------------------------------
+@task(name="evaluate", retries=1)
+def evaluate_task(config: dict[str, Any], trained: dict[str, Any], model_name: str
+                  ) -> dict[str, Any]:
+    """Per-head metrics of the best model on validation (and labelled test splits);
+    Prefect table + markdown artifacts; metrics and plots to MLflow."""
+    logger = get_run_logger()
+    experiment = ExperimentConfig.model_validate(config)
+    model_dir = Path(trained["run_dir"]) / "best"
+    metrics: dict[str, Metrics] = {"validation": evaluate_saved_model(model_dir, experiment)}
+    if any(t.test is not None for t in experiment.tasks):
+        try:
+            metrics["test"] = evaluate_saved_model(model_dir, experiment, split="test")
+        except MultitaskBertError as exc:
+            logger.warning("test split not evaluated: %s", exc)
+    heads = {t.name: list(t.heads) for t in experiment.tasks if t.name in metrics["validation"]}
+    score = major_score(metrics["validation"], experiment.training.early_stopping.metric, heads)
+
+    tracking_uri = tracking_uri_for(experiment)
+    champion = _safe_find_champion(tracking_uri, model_name, logger)
+    rows = [
+        {"split": split, "task": t, "head": h, "metric": m, "value": round(v, 4)}
+        for split, values in metrics.items()
+        for t, h, m, v in metrics_rows(values)
+    ]
+    create_table_artifact(rows, key="per-head-metrics",
+                          description=f"{experiment.name}: per-head metrics")
+    plots_dir = Path(trained["run_dir"]) / "plots"
+    plots = save_metric_plots(metrics["validation"], plots_dir)
+    if trained.get("run_id") and experiment.logging.backend in ("mlflow", "both"):
+        from multitask_bert.evaluation.evaluator import flatten_metrics
+
+        mlflow_logger = create_logger("mlflow", output_dir=experiment.run_dir,
+                                      experiment_name=experiment.logging.experiment_name
+                                      or experiment.name, run_name=experiment.name,
+                                      tracking_uri=tracking_uri,
+                                      resume_run_id=trained["run_id"])
+        try:
+            for split, values in metrics.items():
+                mlflow_logger.log_metrics(flatten_metrics(values, prefix=split), step=0)
+            for plot in plots:
+                mlflow_logger.log_artifact(plot, "plots")
+            mlflow_logger.log_dict(metrics, "evaluation.json")
+        finally:
+            mlflow_logger.close()
+    (Path(trained["run_dir"]) / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    return {"metrics": metrics, "score": score, "champion": champion}
+
+
+# -- register -----------------------------------------------------------------------------
+@task(name="register", retries=3, retry_delay_seconds=[5, 15, 45])
+def register_task(config: dict[str, Any], trained: dict[str, Any], evaluated: dict[str, Any],
+                  fingerprints: dict[str, str], model_name: str) -> dict[str, Any]:
+    """Log the pyfunc model, register a version (alias ``challenger``) and move ``champion``
+    only when the new score is at least the champion's on the same validation data."""
+    logger = get_run_logger()
+    experiment = ExperimentConfig.model_validate(config)
+    tracking_uri = tracking_uri_for(experiment)
+    model_dir = Path(trained["run_dir"]) / "best"
+    model_uri = log_model(model_dir, tracking_uri=tracking_uri,
+                          experiment_name=experiment.logging.experiment_name or experiment.name,
+                          run_id=trained.get("run_id"))
+
+    def rescore(champion_uri: str) -> float:
+        logger.info("data changed since the champion: re-scoring %s on today's validation data",
+                    champion_uri)
+        folder = _download_model_folder(champion_uri, tracking_uri,
+                                        Path(trained["run_dir"]) / "champion")
+        metrics = evaluate_saved_model(folder, experiment)
+        heads = {t.name: list(t.heads) for t in experiment.tasks if t.name in metrics}
+        return major_score(metrics, experiment.training.early_stopping.metric, heads)
+
+    result = register(
+        model_uri,
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+        score=evaluated["score"],
+        score_metric=experiment.training.early_stopping.metric,
+        data_fingerprints=fingerprints,
+        config_hash=config_hash(experiment),
+        git_commit=_git_commit(),
+        extra_tags={"run_dir": trained["run_dir"], "flow_run": str(flow_run.name or "")},
+        rescore_champion=rescore,
+    )
+    logger.info("registered %s version %s (aliases: %s): %s", model_name, result.version,
+                ", ".join(result.aliases), result.reason)
+    create_markdown_artifact(
+        _summary_markdown(experiment, evaluated, result.to_dict(), tracking_uri),
+        key="run-summary", description="metrics, registration and comparison to the champion",
+    )
+    return result.to_dict()
+
+
+# -- the flow -----------------------------------------------------------------------------
+@flow(name="train-multitask", log_prints=True)
+def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
+    """Tokenise every task (cached), train, evaluate and register one multi-task model."""
+    params = params or TrainParameters()
+    logger = get_run_logger()
+    run_name = f"{flow_run.name}-{str(flow_run.id)[:8]}" if flow_run.id else None
+    experiment = load_config(params, run_name=run_name)
+    config = experiment.model_dump(mode="json")
+    config["tasks"] = experiment.to_dict()["tasks"]  # absolute paths for the worker
+
+    futures = {t.name: tokenize_task.submit(config, t.name) for t in experiment.tasks}
+    cached = {name: future.result() for name, future in futures.items()}
+    fingerprints = {name: entry["fingerprint"] for name, entry in cached.items()}
+
+    tracking_uri = tracking_uri_for(experiment)
+    champion = _safe_find_champion(tracking_uri, params.model_name, logger)
+    if (not params.force and champion
+            and champion.get("data_fingerprints") == fingerprints
+            and champion.get("config_hash") == config_hash(experiment)):
+        message = (f"skipped training: data and config equal those of {params.model_name} "
+                   f"champion v{champion['version']} (score {champion.get('score')}); "
+                   "run with force=true to train anyway")
+        logger.info(message)
+        create_markdown_artifact(f"# Training skipped\n\n{message}\n", key="run-summary")
+        return {"skipped": True, "reason": message, "champion": champion}
+
+    trained = train_task(config, cached)
+    evaluated = evaluate_task(config, trained, params.model_name)
+    registered = register_task(config, trained, evaluated, fingerprints, params.model_name)
+    return {"skipped": False, "run_dir": trained["run_dir"], "score": evaluated["score"],
+            "metrics": evaluated["metrics"], "registration": registered,
+            "tracking_uri": redact_uri(tracking_uri)}
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _is_user_error(state: Any) -> bool:
+    """Deterministic failures (bad config, bad data) are not retried."""
+    try:
+        state.result(raise_on_failure=True)
+    except MultitaskBertError:
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def _safe_find_champion(tracking_uri: str, model_name: str, logger: Any) -> dict | None:
+    try:
+        return find_champion(tracking_uri, model_name)
+    except Exception as exc:  # noqa: BLE001  (no registry yet, or unreachable: no champion)
+        logger.warning("no champion found in %s (%s)", redact_uri(tracking_uri), exc)
+        return None
+
+
+def _download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:
+    import mlflow
+
+    from multitask_bert.registry import mlflow_store
+
+    dst.mkdir(parents=True, exist_ok=True)
+    with mlflow_store(tracking_uri):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+                                                         dst_path=str(dst)))
+    for config_file in local.rglob("multitask_config.json"):
+        return config_file.parent
+    raise FileNotFoundError(f"no multitask-bert model folder inside {model_uri}")
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _summary_markdown(experiment: ExperimentConfig, evaluated: dict, registration: dict,
+                      tracking_uri: str) -> str:
+    champion = evaluated.get("champion") or {}
+    lines = [f"# {experiment.name}: {registration['model_name']} v{registration['version']}",
+             "", f"**Score** ({experiment.training.early_stopping.metric}, validation): "
+             f"{evaluated['score']:.4f}"]
+    if champion:
+        lines.append(f"**Champion before this run**: v{champion['version']}, score "
+                     f"{champion.get('score')}")
+    lines += [f"**Aliases**: {', '.join(registration['aliases'])}",
+              f"**Decision**: {registration['reason']}", "",
+              "| task | head | metric | validation |", "|---|---|---|---|"]
+    for task_name, head, metric, value in metrics_rows(evaluated["metrics"]["validation"]):
+        lines.append(f"| {task_name} | {head} | {metric} | {value:.4f} |")
+    lines += ["", f"MLflow: `{redact_uri(tracking_uri)}`"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the train-multitask flow once, locally.")
+    parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    result = train_multitask(TrainParameters(config_path=args.config, overrides=args.overrides,
+                                             force=args.force))
+    print(json.dumps({k: v for k, v in result.items() if k != "metrics"}, indent=2,
+                     default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
