@@ -13,6 +13,7 @@ from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import CachedTask, tokenize_and_cache
 from multitask_bert.data.dataset import TaskDataset
 from multitask_bert.errors import ConfigError
+from multitask_bert.evaluation.baselines import majority_baselines
 from multitask_bert.evaluation.evaluator import Metrics
 from multitask_bert.models.multitask import MultiTaskModel, build_model, load_tokenizer
 from multitask_bert.tracking import TrackingLogger
@@ -80,6 +81,7 @@ def train_experiment(
     label_vocab = {name: entry.label_vocab for name, entry in cached.items()}
     model = build_model(config.encoder, config.tasks, label_vocab, seed=config.training.seed)
     trainer = Trainer(config, model, tokenizer, train_sets, eval_sets, logger=logger)
+    trainer.result.baseline = majority_baselines(train_sets, eval_sets)
     try:
         result = trainer.train()
         for name, entry in cached.items():

@@ -55,6 +55,8 @@ class TrainResult:
     output_dir: str = ""
     run_id: str | None = None
     """The tracking run (MLflow run id) that holds this training's metrics."""
+    baseline: Metrics = field(default_factory=dict)
+    """Majority-class baseline of every head on the evaluation data (for comparison)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
