@@ -109,6 +109,13 @@ class TrainingConfig(_Strict):
     num_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads; ``null`` keeps torch's default."""
     progress_bar: bool = True
+    checkpoint_every_n_steps: int | None = Field(default=200, ge=1)
+    """Write a resumable checkpoint every N optimizer steps (and at each epoch end);
+    ``null``: at epoch ends only."""
+    keep_checkpoints: int = Field(default=2, ge=1)
+    """How many of the newest checkpoints to keep."""
+    resume: bool = True
+    """Resume from the newest checkpoint in ``output_dir`` when there is one."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:

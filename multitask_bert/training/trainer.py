@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.batching import epoch_rng, plan_batches
 from multitask_bert.data.dataset import Batch, TaskDataset
+from multitask_bert.errors import ConfigError, MultitaskBertError
 from multitask_bert.evaluation.evaluator import (
     HeadAccumulator,
     Metrics,
@@ -31,12 +32,22 @@ from multitask_bert.evaluation.evaluator import (
 )
 from multitask_bert.models.multitask import MultiTaskModel
 from multitask_bert.tracking import TrackingLogger, create_logger
+from multitask_bert.training.checkpoint import (
+    STATE_FILE,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from multitask_bert.training.early_stopping import EarlyStopping
 from multitask_bert.training.sampling import build_sampler
 
 log = logging.getLogger("multitask_bert.training")
 
 _LOWER_IS_BETTER = ("mse", "mae", "loss")
+
+
+class TrainingDivergedError(MultitaskBertError):
+    """The training loss became NaN or infinite (names the step and the task)."""
 
 
 @dataclass
@@ -55,6 +66,8 @@ class TrainResult:
     output_dir: str = ""
     run_id: str | None = None
     """The tracking run (MLflow run id) that holds this training's metrics."""
+    resumed_from_step: int | None = None
+    """The checkpoint step this run resumed from (None: it started fresh)."""
     baseline: Metrics = field(default_factory=dict)
     """Majority-class baseline of every head on the evaluation data (for comparison)."""
 
@@ -111,15 +124,29 @@ class Trainer:
         self.heads = {t.name: list(t.heads) for t in config.tasks if t.name in eval_datasets}
         self.global_step = 0
         self.epoch = 0
+        self._window = 0  # where in the epoch's plan the next step starts
+        self._fingerprint = _training_fingerprint(config, train_datasets)
+        self.resumed_from: Path | None = None
+        checkpoint = latest_checkpoint(self.output_dir) if self.args.resume else None
+        saved = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
+        if saved and saved.get("fingerprint") != self._fingerprint:
+            raise ConfigError(
+                f"{self.output_dir} holds checkpoints of a different experiment (config or "
+                "data changed); use another output_dir, or set training.resume=false to start "
+                "over (its checkpoints will be replaced)"
+            )
         self.logger = logger or create_logger(
             config.logging.backend,
             output_dir=self.output_dir,
             experiment_name=config.logging.experiment_name or config.name,
             run_name=config.name,
             tracking_uri=config.logging.tracking_uri,
+            resume_run_id=saved.get("run_id"),
         )
         self.result = TrainResult(score_metric=stopping.metric, output_dir=str(self.output_dir),
                                   run_id=self.logger.run_id)
+        if checkpoint is not None:
+            self._restore(checkpoint)
         # bf16 autocast on CUDA only: on these CPUs it was measured slower than fp32.
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
@@ -161,19 +188,21 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------
     def train(self) -> TrainResult:
-        """Run the epochs; evaluate, keep the best model, stop early; return the metrics."""
+        """Run the epochs; evaluate, keep the best model, stop early; return the metrics.
+
+        Resumes from the newest checkpoint in the output folder when there is one."""
         args, accum = self.args, self.args.gradient_accumulation_steps
-        self._log_start()
+        if self.resumed_from is None:
+            self._log_start()
+            torch.manual_seed(args.seed)  # dropout draws from the global RNG: same seed, same run
         meter = _ThroughputMeter(self.train_datasets)
         progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
-        started, done = time.perf_counter(), False
-        if self.global_step == 0:  # dropout draws from the global RNG: same seed, same run
-            torch.manual_seed(args.seed)
+        started, done = time.perf_counter(), self.global_step >= self.total_steps
         self.model.train()
         while self.epoch < args.epochs and not done:
             plan = self.epoch_plan(self.epoch)
-            for start in range(0, len(plan), accum):
+            for start in range(self._window, len(plan), accum):
                 window = plan[start : start + accum]
                 # forward/backward: the window's batches (any tasks) sum into one step
                 for task, indices in window:
@@ -181,6 +210,7 @@ class Trainer:
                     with self.autocast:
                         out = self.model(batch.input_ids, batch.attention_mask, batch.labels,
                                          task_id=task, token_type_ids=batch.token_type_ids)
+                    self._check_finite(out.loss, task)
                     (out.loss / len(window)).backward()
                     meter.add(task, out.loss.detach(), batch)
                 # clip, step, schedule
@@ -190,26 +220,78 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
+                self._window = start + accum
                 progress.update()
                 # log (reading the loss is a device sync point: only every N steps)
                 if self.global_step % self.config.logging.log_every_n_steps == 0:
                     self._log_train(meter, progress)
-                # maybe evaluate / stop
+                # maybe evaluate / stop / checkpoint
                 if args.eval_strategy == "steps" and self.global_step % args.eval_steps == 0:
                     done = self._evaluate_and_track()
-                if self.global_step >= self.total_steps:
-                    done = True
+                done = done or self.global_step >= self.total_steps
+                every = args.checkpoint_every_n_steps
+                if every and self.global_step % every == 0 and not done:
+                    self._checkpoint()
                 if done:
                     break
             else:
                 self.epoch += 1
+                self._window = 0
                 self.result.epochs_completed = self.epoch
                 if args.eval_strategy == "epoch":
                     done = self._evaluate_and_track() or done
+                if not done and self.epoch < args.epochs:
+                    self._checkpoint()
         progress.close()
-        self.result.train_seconds = time.perf_counter() - started
+        self.result.train_seconds += time.perf_counter() - started
         self._finish()
         return self.result
+
+    def _check_finite(self, loss: torch.Tensor, task: str) -> None:
+        # On CPU this check is free; on CUDA `.item()` would sync every step, so the
+        # throughput meter checks the summed losses at logging steps instead.
+        if self.device.type == "cpu" and not math.isfinite(loss.item()):
+            self._diverged(loss.item(), task)
+
+    def _diverged(self, value: float, task: str) -> None:
+        last = latest_checkpoint(self.output_dir)
+        raise TrainingDivergedError(
+            f"non-finite training loss ({value}) on task {task!r} at step "
+            f"{self.global_step + 1}; the last good checkpoint is "
+            f"{last or 'none (no checkpoint yet)'}. Lower training.learning_rate, check "
+            f"{task}'s data, or set training.max_grad_norm"
+        )
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _checkpoint(self) -> Path:
+        state = {
+            "fingerprint": self._fingerprint,
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "window": self._window,
+            "early_stopping": self.early_stopping.state_dict(),
+            "last_eval_step": self._last_eval_step,
+            "result": self.result.to_dict(),
+            "run_id": self.logger.run_id,
+        }
+        path = save_checkpoint(self.output_dir, self.global_step, self.model, self.optimizer,
+                               self.scheduler, state, keep=self.args.keep_checkpoints)
+        log.debug("checkpoint %s", path)
+        return path
+
+    def _restore(self, checkpoint: Path) -> None:
+        state = load_checkpoint(checkpoint, self.model, self.optimizer, self.scheduler,
+                                self.device)
+        self.global_step, self.epoch = state["global_step"], state["epoch"]
+        self._window = state["window"]
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self._last_eval_step = state["last_eval_step"]
+        saved = state["result"]
+        self.result = TrainResult(**{**saved, "run_id": self.logger.run_id})
+        self.resumed_from = checkpoint
+        self.result.resumed_from_step = self.global_step
+        log.info("resuming from %s (step %d, epoch %d)", checkpoint, self.global_step,
+                 self.epoch)
 
     def _evaluate_and_track(self) -> bool:
         """Evaluate, log, keep the best model; True when early stopping says stop."""
@@ -262,6 +344,7 @@ class Trainer:
             self.model.save(self.output_dir / "best", self.tokenizer)
             self.result.best_step = self.global_step
         self._write_metrics()
+        self._checkpoint()  # the final state: weights to compare, or to continue from
         self.logger.log_artifact(self.output_dir / "metrics.json")
 
     def _write_metrics(self) -> None:
@@ -283,14 +366,17 @@ class Trainer:
 
     def _log_train(self, meter: _ThroughputMeter, progress: tqdm) -> None:
         stats = meter.flush()
-        if not math.isfinite(stats["train/loss"]):
-            raise FloatingPointError(
-                f"non-finite training loss {stats['train/loss']} at step {self.global_step}; "
-                "lower training.learning_rate or check the data"
-            )
+        for task in self.train_datasets:
+            value = stats.get(f"train/{task}/loss", 0.0)
+            if not math.isfinite(value):
+                self._diverged(value, task)
         stats["train/lr"] = self.scheduler.get_last_lr()[0]
         stats["train/epoch"] = self.epoch
         self.logger.log_metrics(stats, step=self.global_step)
+        if not self.args.progress_bar:  # plain lines for logs that are not a terminal
+            log.info("step %d/%d epoch %d loss %.4f %.0f samples/s %.0f tokens/s",
+                     self.global_step, self.total_steps, self.epoch, stats["train/loss"],
+                     stats["train/samples_per_s"], stats["train/tokens_per_s"])
         progress.set_postfix(loss=f"{stats['train/loss']:.4f}",
                              samples_s=f"{stats['train/samples_per_s']:.0f}",
                              tok_s=f"{stats['train/tokens_per_s']:.0f}", refresh=False)
@@ -398,3 +484,17 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=float))
     os.replace(tmp, path)
+
+
+def _training_fingerprint(config: ExperimentConfig, datasets: dict[str, TaskDataset]) -> str:
+    """What a checkpoint is only valid for: the training-relevant config and the data."""
+    import hashlib
+
+    data = config.to_dict()
+    for key in ("output_dir", "cache_dir", "logging"):
+        data.pop(key, None)
+    for key in ("progress_bar", "resume", "checkpoint_every_n_steps", "keep_checkpoints",
+                "eval_batch_size", "num_threads"):
+        data["training"].pop(key, None)
+    data["data"] = {name: [len(d), sum(d.lengths)] for name, d in datasets.items()}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
