@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
@@ -28,14 +29,15 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 import multitask_bert  # noqa: F401  (sets the offline environment before HF imports)
+from multitask_bert.cli import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR
 from multitask_bert.config import ExperimentConfig
-from multitask_bert.data.cache import CachedTask, compute_fingerprint
+from multitask_bert.data.cache import compute_fingerprint
 from multitask_bert.errors import MultitaskBertError
 from multitask_bert.evaluation.evaluator import Metrics, major_score
 from multitask_bert.evaluation.plots import save_metric_plots
 from multitask_bert.evaluation.report import metrics_rows
 from multitask_bert.models.multitask import load_tokenizer
-from multitask_bert.pipeline import evaluate_saved_model, prepare_task, train_experiment
+from multitask_bert.pipeline import evaluate_saved_model, prepare_task
 from multitask_bert.registry import find_champion, log_model, register
 from multitask_bert.tracking import create_logger, default_tracking_uri, redact_uri
 
@@ -94,6 +96,12 @@ def _has_key(overrides: list[str], key: str) -> bool:
     return any(o.split("=", 1)[0].strip() == key for o in overrides)
 
 
+def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Transient failures (a killed process, OOM, an unreachable server) are retried;
+    deterministic ones (bad config, bad data) fail at once with their message."""
+    return not _is_user_error(state)
+
+
 # -- tokenize_and_cache ----------------------------------------------------------------
 def _tokenize_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
     """Cross-run cache key: the data/tokenizer/config fingerprint of the task, plus whether
@@ -104,7 +112,7 @@ def _tokenize_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
         tokenizer = load_tokenizer(config.encoder.resolve_path())
         fingerprint = compute_fingerprint(spec, tokenizer, max_length=config.max_length_for(spec),
                                           seed=config.training.seed)
-    except Exception:  # noqa: BLE001  (the task itself reports the error)
+    except Exception:
         return None
     entry = config.cache_path / spec.name / fingerprint
     return f"tokenize-{spec.name}-{fingerprint}-{int((entry / 'meta.json').is_file())}"
@@ -117,7 +125,7 @@ def _tokenize_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     cache_expiration=timedelta(days=30),
     persist_result=True,
     retries=1,
-    retry_condition_fn=lambda task, run, state: not _is_user_error(state),
+    retry_condition_fn=_retry_unless_user_error,
 )
 def tokenize_task(config: dict[str, Any], task_name: str) -> dict[str, Any]:
     """Tokenise one task into the Parquet cache; returns the entry (paths, vocab, stats)."""
@@ -126,23 +134,87 @@ def tokenize_task(config: dict[str, Any], task_name: str) -> dict[str, Any]:
 
 
 # -- train --------------------------------------------------------------------------------
+class TrainingCrashed(RuntimeError):
+    """The training process died (killed, preempted, crashed): retried, and it resumes."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """CUDA ran out of memory: retried with half the per-device batch, twice the accumulation."""
+
+
+def oom_overrides(config: dict[str, Any], halvings: int) -> list[str]:
+    """Overrides that keep the effective batch while halving the per-device batch."""
+    if halvings <= 0:
+        return []
+    training = config["training"]
+    factor = 2 ** halvings
+    overrides = [
+        f"training.batch_size={max(1, training['batch_size'] // factor)}",
+        f"training.gradient_accumulation_steps="
+        f"{training['gradient_accumulation_steps'] * factor}",
+        "training.resume=false",  # other batch shapes: the data plan differs, start over
+    ]
+    for task_name, size in training.get("task_batch_size", {}).items():
+        overrides.append(f"training.task_batch_size.{task_name}={max(1, size // factor)}")
+    return overrides
+
+
 @task(
     name="train",
     retries=2,
     retry_delay_seconds=10,
-    retry_condition_fn=lambda task, run, state: not _is_user_error(state),
+    retry_condition_fn=_retry_unless_user_error,
+    tags=["training"],
 )
 def train_task(config: dict[str, Any], cached: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Train on the cached tasks (GPU when there is one); returns the run folder + scores."""
+    """Train in a child process on the cached tasks (GPU when there is one).
+
+    The child writes checkpoints into the run folder; when it dies, Prefect retries this
+    task and the new child resumes from the newest checkpoint. Returns the run folder and
+    the scores."""
     logger = get_run_logger()
-    experiment = ExperimentConfig.model_validate(config)
-    entries = {name: CachedTask.from_dict(data) for name, data in cached.items()}
-    result = train_experiment(experiment, cached=entries)
-    logger.info("trained %d steps in %.0f s; best %s = %.4f at step %s", result.global_step,
-                result.train_seconds, result.score_metric, result.best_score or float("nan"),
-                result.best_step)
-    return {"run_dir": result.output_dir, "run_id": result.run_id,
-            "best_score": result.best_score, "score_metric": result.score_metric}
+    run_dir = Path(config["output_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    oom_file = run_dir / "oom_retries"
+    halvings = int(oom_file.read_text()) if oom_file.is_file() else 0
+    config_file = run_dir / "flow_config.yaml"
+    _write_atomic(config_file, yaml.safe_dump(config, sort_keys=False))
+    command = [sys.executable, "-m", "multitask_bert", "train", "--config", str(config_file),
+               "--set", "training.progress_bar=false"]
+    for override in oom_overrides(config, halvings):
+        command += ["--set", override]
+    logger.info("training in a child process: %s", " ".join(command[1:]))
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        (run_dir / "train.pid").write_text(str(proc.pid))
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail[-30:], line]
+            if " INFO " in line or " WARNING " in line or " ERROR " in line:
+                logger.info(line)
+        code = proc.wait()
+    (run_dir / "train.pid").unlink(missing_ok=True)
+    message = "\n".join(tail[-12:])
+    if code == EXIT_USER_ERROR:
+        raise UserInputError(message)
+    if code == EXIT_OUT_OF_MEMORY:
+        _write_atomic(oom_file, str(halvings + 1))
+        raise TrainingOutOfMemory(f"CUDA out of memory; retrying with a per-device batch "
+                                  f"halved {halvings + 1} time(s)\n{message}")
+    if code != 0:
+        raise TrainingCrashed(f"the training process exited with {code}; a retry resumes "
+                              f"from the newest checkpoint in {run_dir}\n{message}")
+    result = json.loads((run_dir / "metrics.json").read_text())
+    logger.info("trained %d steps in %.0f s; best %s = %.4f at step %s%s",
+                result["global_step"], result["train_seconds"], result["score_metric"],
+                result["best_score"] or float("nan"), result["best_step"],
+                f" (resumed from step {result['resumed_from_step']})"
+                if result.get("resumed_from_step") is not None else "")
+    return {"run_dir": str(run_dir), "run_id": result.get("run_id"),
+            "best_score": result["best_score"], "score_metric": result["score_metric"],
+            "global_step": result["global_step"],
+            "resumed_from_step": result.get("resumed_from_step")}
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -274,21 +346,31 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
 
 
 # -- helpers ------------------------------------------------------------------------------
+class UserInputError(MultitaskBertError):
+    """The training process rejected the config or data (its message says what to fix)."""
+
+
 def _is_user_error(state: Any) -> bool:
     """Deterministic failures (bad config, bad data) are not retried."""
     try:
         state.result(raise_on_failure=True)
     except MultitaskBertError:
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _safe_find_champion(tracking_uri: str, model_name: str, logger: Any) -> dict | None:
     try:
         return find_champion(tracking_uri, model_name)
-    except Exception as exc:  # noqa: BLE001  (no registry yet, or unreachable: no champion)
+    except Exception as exc:
         logger.warning("no champion found in %s (%s)", redact_uri(tracking_uri), exc)
         return None
 

@@ -12,6 +12,17 @@ from multitask_bert.errors import MultitaskBertError
 
 log = logging.getLogger("multitask_bert")
 
+EXIT_USER_ERROR = 2
+"""Bad config or data: retrying cannot help."""
+EXIT_OUT_OF_MEMORY = 3
+"""CUDA out of memory: a retry with a smaller per-device batch can help."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(exc)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -23,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except MultitaskBertError as exc:  # a user mistake: the message, no traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        if _is_out_of_memory(exc):
+            print(f"error: out of memory: {exc}", file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

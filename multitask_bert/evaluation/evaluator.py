@@ -14,11 +14,11 @@ import torch
 from multitask_bert.data.dataset import Batch, TaskDataset
 from multitask_bert.evaluation.metrics import (
     compute_classification_metrics,
-    confusion_matrix,
     compute_multilabel_metrics,
     compute_ner_metrics,
     compute_regression_metrics,
     compute_tagging_accuracy,
+    confusion_matrix,
 )
 from multitask_bert.models.heads import IGNORE_INDEX
 from multitask_bert.tasks import HeadSpec

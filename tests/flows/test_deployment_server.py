@@ -18,7 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -225,9 +225,9 @@ def test_scheduled_deployment_creates_runs(stack: Stack) -> None:
             time.sleep(2)
     assert runs, f"the scheduler made no runs of train-multitask/scheduled\n{stack.log_tails()}"
     for run in runs:
-        start = run.expected_start_time.astimezone(timezone.utc)
+        start = run.expected_start_time.astimezone(UTC)
         assert (start.hour, start.minute) == (3, 0)
-        assert start > datetime.now(timezone.utc)
+        assert start > datetime.now(UTC)
         assert run.parameters == {"params": {"config_path": "configs/quickstart.yaml"}}
 
 
