@@ -12,7 +12,6 @@ or through a deployment (``prefect.yaml``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
@@ -37,8 +37,8 @@ from multitask_bert.evaluation.evaluator import Metrics, major_score
 from multitask_bert.evaluation.plots import save_metric_plots
 from multitask_bert.evaluation.report import metrics_rows
 from multitask_bert.models.multitask import load_tokenizer
-from multitask_bert.pipeline import evaluate_saved_model, prepare_task
-from multitask_bert.registry import find_champion, log_model, register
+from multitask_bert.pipeline import evaluate_saved_model, prepare_task, register_run
+from multitask_bert.registry import find_champion
 from multitask_bert.tracking import create_logger, default_tracking_uri, redact_uri
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,12 +84,7 @@ def tracking_uri_for(config: ExperimentConfig) -> str:
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """What the trained model depends on: the config minus where outputs go."""
-    data = config.to_dict()
-    for key in ("output_dir", "cache_dir", "logging"):
-        data.pop(key, None)
-    data["training"].pop("progress_bar", None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return config.content_hash()
 
 
 def _has_key(overrides: list[str], key: str) -> bool:
@@ -183,17 +178,11 @@ def train_task(config: dict[str, Any], cached: dict[str, dict[str, Any]]) -> dic
                "--set", "training.progress_bar=false"]
     for override in oom_overrides(config, halvings):
         command += ["--set", override]
-    logger.info("training in a child process: %s", " ".join(command[1:]))
-    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        (run_dir / "train.pid").write_text(str(proc.pid))
-        tail: list[str] = []
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail = [*tail[-30:], line]
-            if " INFO " in line or " WARNING " in line or " ERROR " in line:
-                logger.info(line)
-        code = proc.wait()
+    limit = ensure_training_limit()
+    logger.info("waiting for a slot of concurrency limit %r (one training at a time)", limit)
+    with concurrency(limit, occupy=1):
+        logger.info("training in a child process: %s", " ".join(command[1:]))
+        code, tail = _run_training_process(command, run_dir, logger)
     (run_dir / "train.pid").unlink(missing_ok=True)
     message = "\n".join(tail[-12:])
     if code == EXIT_USER_ERROR:
@@ -215,6 +204,40 @@ def train_task(config: dict[str, Any], cached: dict[str, dict[str, Any]]) -> dic
             "best_score": result["best_score"], "score_metric": result["score_metric"],
             "global_step": result["global_step"],
             "resumed_from_step": result.get("resumed_from_step")}
+
+
+def ensure_training_limit() -> str:
+    """The global concurrency limit trainings share (created with 1 slot on first use), so
+    a manual run during a scheduled one waits instead of sharing the GPU."""
+    name = os.environ.get("MTB_TRAINING_CONCURRENCY_LIMIT", "multitask-bert-training")
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass
+    return name
+
+
+def _run_training_process(command: list[str], run_dir: Path, logger: Any
+                          ) -> tuple[int, list[str]]:
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        (run_dir / "train.pid").write_text(str(proc.pid))
+        tail: list[str] = []
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = [*tail[-30:], line]
+            if " INFO " in line or " WARNING " in line or " ERROR " in line:
+                logger.info(line)
+        return proc.wait(), tail
 
 
 # -- evaluate -----------------------------------------------------------------------------
@@ -272,42 +295,17 @@ def register_task(config: dict[str, Any], trained: dict[str, Any], evaluated: di
                   fingerprints: dict[str, str], model_name: str) -> dict[str, Any]:
     """Log the pyfunc model, register a version (alias ``challenger``) and move ``champion``
     only when the new score is at least the champion's on the same validation data."""
-    logger = get_run_logger()
     experiment = ExperimentConfig.model_validate(config)
     tracking_uri = tracking_uri_for(experiment)
-    model_dir = Path(trained["run_dir"]) / "best"
-    model_uri = log_model(model_dir, tracking_uri=tracking_uri,
-                          experiment_name=experiment.logging.experiment_name or experiment.name,
-                          run_id=trained.get("run_id"))
-
-    def rescore(champion_uri: str) -> float:
-        logger.info("data changed since the champion: re-scoring %s on today's validation data",
-                    champion_uri)
-        folder = _download_model_folder(champion_uri, tracking_uri,
-                                        Path(trained["run_dir"]) / "champion")
-        metrics = evaluate_saved_model(folder, experiment)
-        heads = {t.name: list(t.heads) for t in experiment.tasks if t.name in metrics}
-        return major_score(metrics, experiment.training.early_stopping.metric, heads)
-
-    result = register(
-        model_uri,
-        tracking_uri=tracking_uri,
-        model_name=model_name,
-        score=evaluated["score"],
-        score_metric=experiment.training.early_stopping.metric,
-        data_fingerprints=fingerprints,
-        config_hash=config_hash(experiment),
-        git_commit=_git_commit(),
-        extra_tags={"run_dir": trained["run_dir"], "flow_run": str(flow_run.name or "")},
-        rescore_champion=rescore,
-    )
-    logger.info("registered %s version %s (aliases: %s): %s", model_name, result.version,
-                ", ".join(result.aliases), result.reason)
+    registration = register_run(trained["run_dir"], model_name=model_name,
+                                tracking_uri=tracking_uri, config=experiment,
+                                score=evaluated["score"],
+                                extra_tags={"flow_run": str(flow_run.name or "")})
     create_markdown_artifact(
-        _summary_markdown(experiment, evaluated, result.to_dict(), tracking_uri),
+        _summary_markdown(experiment, evaluated, registration, tracking_uri),
         key="run-summary", description="metrics, registration and comparison to the champion",
     )
-    return result.to_dict()
+    return registration
 
 
 # -- the flow -----------------------------------------------------------------------------
@@ -372,28 +370,6 @@ def _safe_find_champion(tracking_uri: str, model_name: str, logger: Any) -> dict
         return find_champion(tracking_uri, model_name)
     except Exception as exc:
         logger.warning("no champion found in %s (%s)", redact_uri(tracking_uri), exc)
-        return None
-
-
-def _download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:
-    import mlflow
-
-    from multitask_bert.registry import mlflow_store
-
-    dst.mkdir(parents=True, exist_ok=True)
-    with mlflow_store(tracking_uri):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                         dst_path=str(dst)))
-    for config_file in local.rglob("multitask_config.json"):
-        return config_file.parent
-    raise FileNotFoundError(f"no multitask-bert model folder inside {model_uri}")
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
         return None
 
 

@@ -78,7 +78,24 @@ def _parser() -> argparse.ArgumentParser:
                          "{'text_a': ..., 'text_b': ...}); '-' reads stdin")
     predict.add_argument("--output", help="JSONL output file (default: stdout)")
     predict.set_defaults(func=_predict)
+    register = sub.add_parser(
+        "register", help="register a finished run's best/ model in the MLflow registry")
+    register.add_argument("--run-dir", required=True, help="run folder with metrics.json, best/")
+    register.add_argument("--model-name", default="multitask-bert")
+    register.add_argument("--tracking-uri", help="MLflow store (default: the run's, or "
+                          "$MLFLOW_TRACKING_URI)")
+    register.set_defaults(func=_register)
     return parser
+
+
+def _register(args: argparse.Namespace) -> int:
+    from multitask_bert.pipeline import register_run
+
+    result = register_run(args.run_dir, model_name=args.model_name,
+                          tracking_uri=args.tracking_uri)
+    print(f"{result['model_name']} version {result['version']} "
+          f"(aliases: {', '.join(result['aliases'])}): {result['reason']}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

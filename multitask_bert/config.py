@@ -196,6 +196,19 @@ class ExperimentConfig(_Strict):
                     task_data[split]["path"] = task.resolve_path(source)
         return data
 
+    def content_hash(self) -> str:
+        """What a trained model depends on: the config minus where outputs and logs go."""
+        import hashlib
+        import json
+
+        data = self.to_dict()
+        for key in ("output_dir", "cache_dir", "logging"):
+            data.pop(key, None)
+        for key in ("progress_bar", "resume", "checkpoint_every_n_steps", "keep_checkpoints",
+                    "num_threads"):
+            data["training"].pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

@@ -6,8 +6,11 @@ paths and small dicts, never tensors.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import CachedTask, tokenize_and_cache
@@ -129,3 +132,102 @@ def _check_vocab(task: str, model_vocab: dict, data_vocab: dict) -> None:
                 f"{model_vocab.get(head)} but the data gives {labels}; evaluate with the "
                 "config the model was trained with (runs/<name>/config.yaml)"
             )
+
+
+def register_run(
+    run_dir: str | Path,
+    *,
+    model_name: str = "multitask-bert",
+    tracking_uri: str | None = None,
+    config: ExperimentConfig | None = None,
+    score: float | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Register a finished run's ``best/`` model: log it as an MLflow pyfunc, create a
+    registry version (alias ``challenger``) and move ``champion`` when its score is at least
+    the champion's on the same validation data (re-scoring the champion if the data
+    changed). Works later and alone, e.g. after the tracking server was down."""
+    from multitask_bert.data.cache import compute_fingerprint
+    from multitask_bert.evaluation.evaluator import major_score
+    from multitask_bert.registry import log_model, register
+    from multitask_bert.tracking import default_tracking_uri
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "best" / "model.safetensors").is_file():
+        raise ConfigError(f"{run_dir}: no trained model in best/; train first, or pass the "
+                          "run folder that holds metrics.json and best/")
+    config = config or ExperimentConfig.load(run_dir / "config.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    tracking_uri = tracking_uri or config.logging.tracking_uri or default_tracking_uri(run_dir)
+    score = metrics["best_score"] if score is None else score
+    tokenizer = load_tokenizer(run_dir / "best")
+    fingerprints = {
+        task.name: compute_fingerprint(task, tokenizer, max_length=config.max_length_for(task),
+                                       seed=config.training.seed)
+        for task in config.tasks
+    }
+    run_id = metrics.get("run_id") if _run_exists(tracking_uri, metrics.get("run_id")) else None
+    model_uri = log_model(run_dir / "best", tracking_uri=tracking_uri,
+                          experiment_name=config.logging.experiment_name or config.name,
+                          run_id=run_id)
+
+    def rescore(champion_uri: str) -> float:
+        log.info("data changed since the champion: re-scoring %s on today's validation data",
+                 champion_uri)
+        folder = download_model_folder(champion_uri, tracking_uri, run_dir / "champion")
+        champion_metrics = evaluate_saved_model(folder, config)
+        heads = {t.name: list(t.heads) for t in config.tasks if t.name in champion_metrics}
+        return major_score(champion_metrics, config.training.early_stopping.metric, heads)
+
+    result = register(
+        model_uri,
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+        score=score,
+        score_metric=config.training.early_stopping.metric,
+        data_fingerprints=fingerprints,
+        config_hash=config.content_hash(),
+        git_commit=git_commit(),
+        extra_tags={"run_dir": str(run_dir), **(extra_tags or {})},
+        rescore_champion=rescore,
+    )
+    log.info("registered %s version %s (aliases: %s): %s", model_name, result.version,
+             ", ".join(result.aliases), result.reason)
+    return result.to_dict()
+
+
+def download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:
+    """Download a registered model and return its multitask-bert model folder."""
+    import mlflow
+
+    from multitask_bert.registry import mlflow_store
+
+    dst.mkdir(parents=True, exist_ok=True)
+    with mlflow_store(tracking_uri):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+                                                         dst_path=str(dst)))
+    for config_file in local.rglob("multitask_config.json"):
+        return config_file.parent
+    raise FileNotFoundError(f"no multitask-bert model folder inside {model_uri}")
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _run_exists(tracking_uri: str, run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+        return True
+    except MlflowException:
+        return False

@@ -100,3 +100,19 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path):
     assert "did you mean 'training'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert main(["predict", "--model", str(tmp_path), "--task", "x", "--text", "hi"]) == 2
+
+
+def test_register_a_finished_run_later(trained, tmp_path, capsys):
+    from multitask_bert.registry import find_champion
+
+    _, run = trained
+    store = f"sqlite:///{tmp_path}/registry.db"  # another store than training logged to
+    assert main(["register", "--run-dir", str(run), "--tracking-uri", store,
+                 "--model-name", "later"]) == 0
+    out = capsys.readouterr().out
+    assert "later version 1 (aliases: " in out
+    assert "champion" in out and "challenger" in out
+    champion = find_champion(store, "later")
+    assert str(champion["version"]) == "1"
+    assert set(champion["data_fingerprints"]) == {"tagging", "sentiment", "pairs", "topics"}
+    assert main(["register", "--run-dir", str(tmp_path), "--tracking-uri", store]) == 2

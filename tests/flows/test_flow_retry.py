@@ -72,3 +72,35 @@ def test_killed_training_is_retried_and_resumes(prefect_harness, task_dir, tmp_p
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     [train_run] = [r for r in runs if r.name.startswith("train")]
     assert train_run.run_count == 2 and train_run.state.name == "Completed"
+
+
+def test_a_second_training_waits_for_the_training_slot(prefect_harness, task_dir, tmp_path):
+    """Another training holds the slot (as a scheduled run would): this flow's training
+    process does not start until the slot is released."""
+    from prefect.concurrency.sync import concurrency
+
+    from flows.train_multitask import TrainParameters, ensure_training_limit, train_multitask
+
+    data = tiny_config_dict(task_dir, tmp_path, epochs=1, max_steps=2)
+    data["logging"] = {"backend": "none", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
+    config = tmp_path / "wait.yaml"
+    config.write_text(yaml.safe_dump(data))
+    name = ensure_training_limit()
+    box: dict = {}
+
+    def run() -> None:
+        box["state"] = train_multitask(TrainParameters(config_path=str(config),
+                                                       model_name="wait-test"),
+                                       return_state=True)
+
+    with concurrency(name, occupy=1):
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        # tokenisation runs, but training must not start while the slot is held
+        time.sleep(12)
+        run_dirs = list((tmp_path / "run").glob("*/")) if (tmp_path / "run").exists() else []
+        assert not any((d / "train.pid").exists() or (d / "metrics.json").exists()
+                       for d in run_dirs)
+        assert "state" not in box
+    thread.join(timeout=240)
+    assert box["state"].is_completed()
