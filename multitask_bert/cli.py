@@ -102,9 +102,16 @@ def _train(args: argparse.Namespace) -> int:
     from multitask_bert.config import ExperimentConfig
     from multitask_bert.evaluation.report import format_metrics_table
     from multitask_bert.pipeline import train_experiment
+    from multitask_bert.training import distributed
 
     config = ExperimentConfig.load(args.config, args.overrides)
-    result = train_experiment(config)
+    info = distributed.init_distributed()  # under torchrun: join the process group
+    try:
+        result = train_experiment(config)
+    finally:
+        distributed.destroy()
+    if not info.is_main:
+        return 0
     print(format_metrics_table(result.best, title=f"best (step {result.best_step})"))
     print(f"model: {Path(result.output_dir) / 'best'}")
     print(f"metrics: {Path(result.output_dir) / 'metrics.json'}")

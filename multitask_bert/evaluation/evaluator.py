@@ -67,6 +67,15 @@ class HeadAccumulator:
             self.y_true.append(gold)
             self.y_pred.append(kept + [fill] * missing)
 
+    def state(self) -> tuple[list, list, int]:
+        return self.y_true, self.y_pred, self.truncated_words
+
+    def merge(self, states: list[tuple[list, list, int]]) -> None:
+        """Replace this accumulator's contents by the union of several (one per rank)."""
+        self.y_true = [y for s in states for y in s[0]]
+        self.y_pred = [y for s in states for y in s[1]]
+        self.truncated_words = sum(s[2] for s in states)
+
     def compute(self) -> dict[str, Any]:
         kind = self.head.type
         if kind == "classification":

@@ -26,13 +26,22 @@ from multitask_bert.tracking.base import (
     serialize_dict,
 )
 from multitask_bert.tracking.mlflow_logger import MLflowLogger, mlflow_key
+from multitask_bert.tracking.resilient import (
+    FALLBACK_FILE,
+    ResilientLogger,
+    http_health_probe,
+    is_tracking_outage,
+    replay_fallback_file,
+)
 from multitask_bert.tracking.tensorboard_logger import TensorBoardLogger
 
 __all__ = [
+    "FALLBACK_FILE",
     "MAX_PARAM_VALUE_LENGTH",
     "CompositeLogger",
     "MLflowLogger",
     "NoOpLogger",
+    "ResilientLogger",
     "TensorBoardLogger",
     "TrackingBackend",
     "TrackingLogger",
@@ -41,8 +50,10 @@ __all__ = [
     "default_artifact_location",
     "default_tracking_uri",
     "flatten_params",
+    "is_tracking_outage",
     "mlflow_key",
     "redact_uri",
+    "replay_fallback_file",
     "serialize_dict",
 ]
 
@@ -83,6 +94,11 @@ def create_logger(
 ) -> TrackingLogger:
     """Builds the logger for `backend`.
 
+    The MLflow logger comes wrapped in a `ResilientLogger`: when the tracking server stops
+    answering, training goes on and the calls go to `<output_dir>/tracking_fallback.jsonl`
+    (replayed once the server answers again). When the server does not answer at the start,
+    the run is tracked in that file only, with a warning.
+
     Args:
         backend: `mlflow`, `tensorboard`, `both` or `none` (records nothing, writes no file).
         output_dir: this run's folder; TensorBoard writes to `<output_dir>/tensorboard`.
@@ -102,12 +118,8 @@ def create_logger(
         if backend in ("mlflow", "both"):
             uri = tracking_uri or default_tracking_uri(output_dir)
             loggers.append(
-                MLflowLogger(
-                    tracking_uri=uri,
-                    experiment_name=experiment_name,
-                    run_name=run_name,
-                    artifact_location=default_artifact_location(uri, output_dir),
-                    resume_run_id=resume_run_id,
+                _resilient_mlflow_logger(
+                    uri, output_dir, experiment_name, run_name, resume_run_id
                 )
             )
         if backend in ("tensorboard", "both"):
@@ -119,3 +131,27 @@ def create_logger(
     if not loggers:
         return NoOpLogger()
     return loggers[0] if len(loggers) == 1 else CompositeLogger(loggers)
+
+
+def _resilient_mlflow_logger(
+    uri: str, output_dir: Path, experiment_name: str, run_name: str, resume_run_id: str | None
+) -> ResilientLogger:
+    """An MLflow logger that survives outages; a file-only one when the server is down now.
+
+    Errors that are not outages (an unsupported URI, a deleted run to resume) still raise.
+    """
+    try:
+        inner = MLflowLogger(
+            tracking_uri=uri,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            artifact_location=default_artifact_location(uri, output_dir),
+            resume_run_id=resume_run_id,
+        )
+    except Exception as error:
+        if not is_tracking_outage(error):
+            raise
+        return ResilientLogger(
+            NoOpLogger(), output_dir, tracking_uri=uri, probe_interval_s=None, outage=error
+        )
+    return ResilientLogger(inner, output_dir, tracking_uri=uri, probe=http_health_probe(uri))

@@ -31,7 +31,8 @@ from multitask_bert.evaluation.evaluator import (
     major_score,
 )
 from multitask_bert.models.multitask import MultiTaskModel
-from multitask_bert.tracking import TrackingLogger, create_logger
+from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger
+from multitask_bert.training import distributed
 from multitask_bert.training.checkpoint import (
     STATE_FILE,
     latest_checkpoint,
@@ -68,6 +69,10 @@ class TrainResult:
     """The tracking run (MLflow run id) that holds this training's metrics."""
     resumed_from_step: int | None = None
     """The checkpoint step this run resumed from (None: it started fresh)."""
+    world_size: int = 1
+    """Processes that trained (torchrun); batch sizes are per process."""
+    rank_weight_checksums: list[float] | None = None
+    """Under torchrun: the sum of every rank's final weights (they must be equal)."""
     baseline: Metrics = field(default_factory=dict)
     """Majority-class baseline of every head on the evaluation data (for comparison)."""
 
@@ -105,8 +110,16 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.args.num_threads:
             torch.set_num_threads(self.args.num_threads)
-        self.device = _pick_device(self.args.device)
+        self.dist = distributed.current()
+        self.device = _pick_device(self.args.device, self.dist)
         self.model = model.to(self.device)
+        # Under torchrun: every rank steps the same task; heads of the other tasks get no
+        # gradient in a step, hence find_unused_parameters.
+        self.ddp_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None, find_unused_parameters=True)
         self.sampler = build_sampler(self.args.sampling, self.args.sampling_temperature)
         self.steps_per_epoch = math.ceil(
             len(self.epoch_plan(0)) / self.args.gradient_accumulation_steps
@@ -135,6 +148,8 @@ class Trainer:
                 "data changed); use another output_dir, or set training.resume=false to start "
                 "over (its checkpoints will be replaced)"
             )
+        if logger is None and not self.dist.is_main:
+            logger = NoOpLogger()  # rank 0 logs for everyone
         self.logger = logger or create_logger(
             config.logging.backend,
             output_dir=self.output_dir,
@@ -158,12 +173,13 @@ class Trainer:
 
     # -- data order --------------------------------------------------------------------
     def epoch_plan(self, epoch: int) -> list[tuple[str, list[int]]]:
-        """Every step of one epoch: (task, example indices). Depends only on seed + epoch."""
-        seed, plans = self.args.seed, {}
+        """Every step of one epoch: (task, example indices of the global batch). Depends
+        only on seed + epoch, so every rank of a distributed run builds the same plan."""
+        seed, plans, world = self.args.seed, {}, self.dist.world_size
         for stream, (name, dataset) in enumerate(self.train_datasets.items()):
             plans[name] = plan_batches(
                 dataset.lengths,
-                self.args.batch_size_for(name),
+                self.args.batch_size_for(name) * world,
                 rng=epoch_rng(seed, epoch, stream),
                 group_by_length=self.args.group_by_length,
             )
@@ -178,12 +194,14 @@ class Trainer:
                 stream = 1000 * (n // len(batches)) + list(plans).index(name)
                 batches[:] = plan_batches(
                     self.train_datasets[name].lengths,
-                    self.args.batch_size_for(name),
+                    self.args.batch_size_for(name) * world,
                     rng=epoch_rng(seed, epoch, stream),
                     group_by_length=self.args.group_by_length,
                 )
             steps.append((name, batches[n % len(batches)]))
             taken[name] += 1
+        if world > 1:  # a batch too small to give every rank an example is dropped
+            steps = [(name, batch) for name, batch in steps if len(batch) >= world]
         return steps
 
     # -- training ----------------------------------------------------------------------
@@ -194,7 +212,8 @@ class Trainer:
         args, accum = self.args, self.args.gradient_accumulation_steps
         if self.resumed_from is None:
             self._log_start()
-            torch.manual_seed(args.seed)  # dropout draws from the global RNG: same seed, same run
+            # dropout draws from the global RNG: same seed, same run (one stream per rank)
+            torch.manual_seed(args.seed + self.dist.rank)
         meter = _ThroughputMeter(self.train_datasets)
         progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
@@ -205,13 +224,17 @@ class Trainer:
             for start in range(self._window, len(plan), accum):
                 window = plan[start : start + accum]
                 # forward/backward: the window's batches (any tasks) sum into one step
-                for task, indices in window:
-                    batch = self.train_datasets[task].collate(indices).to(self.device)
-                    with self.autocast:
-                        out = self.model(batch.input_ids, batch.attention_mask, batch.labels,
-                                         task_id=task, token_type_ids=batch.token_type_ids)
-                    self._check_finite(out.loss, task)
-                    (out.loss / len(window)).backward()
+                for i, (task, indices) in enumerate(window):
+                    batch = self.train_datasets[task].collate(
+                        distributed.shard(indices, self.dist)).to(self.device)
+                    # under DDP, gradients are all-reduced on the window's last backward only
+                    sync = i == len(window) - 1 or not self.dist.enabled
+                    no_sync = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
+                    with self.autocast, no_sync:
+                        out = self.ddp_model(batch.input_ids, batch.attention_mask, batch.labels,
+                                             task_id=task, token_type_ids=batch.token_type_ids)
+                        self._check_finite(out.loss, task)
+                        (out.loss / len(window)).backward()
                     meter.add(task, out.loss.detach(), batch)
                 # clip, step, schedule
                 if args.max_grad_norm:
@@ -274,9 +297,13 @@ class Trainer:
             "result": self.result.to_dict(),
             "run_id": self.logger.run_id,
         }
-        path = save_checkpoint(self.output_dir, self.global_step, self.model, self.optimizer,
-                               self.scheduler, state, keep=self.args.keep_checkpoints)
-        log.debug("checkpoint %s", path)
+        path = self.output_dir / "checkpoints"
+        if self.dist.is_main:
+            path = save_checkpoint(self.output_dir, self.global_step, self.model,
+                                   self.optimizer, self.scheduler, state,
+                                   keep=self.args.keep_checkpoints)
+            log.debug("checkpoint %s", path)
+        distributed.barrier(self.dist)
         return path
 
     def _restore(self, checkpoint: Path) -> None:
@@ -308,7 +335,8 @@ class Trainer:
         if self.early_stopping.update(score, self.global_step):
             self.result.best, self.result.best_score = metrics, score
             self.result.best_step = self.global_step
-            self.model.save(self.output_dir / "best", self.tokenizer)
+            if self.dist.is_main:
+                self.model.save(self.output_dir / "best", self.tokenizer)
             log.info("step %d: new best %s = %.4f", self.global_step,
                      self.args.early_stopping.metric, score)
         self._write_metrics()
@@ -323,7 +351,7 @@ class Trainer:
         """Per-head metrics on ``datasets`` (default: the eval datasets)."""
         datasets = self.eval_datasets if datasets is None else datasets
         return evaluate_model(self.model, datasets, self.args.eval_batch_size, self.device,
-                              self.autocast)
+                              self.autocast, self.dist)
 
     def close(self) -> None:
         """Close the tracking loggers (idempotent)."""
@@ -341,23 +369,31 @@ class Trainer:
         ):
             self._evaluate_and_track()
         if self.result.best_step is None:  # nothing evaluated: the final model is the best
-            self.model.save(self.output_dir / "best", self.tokenizer)
+            if self.dist.is_main:
+                self.model.save(self.output_dir / "best", self.tokenizer)
             self.result.best_step = self.global_step
+        if self.dist.enabled:  # the ranks must agree on the weights: record each one's sum
+            checksum = float(sum(p.double().sum() for p in self.model.parameters()))
+            self.result.rank_weight_checksums = distributed.gather_objects(checksum, self.dist)
+        self.result.world_size = self.dist.world_size
         self._write_metrics()
         self._checkpoint()  # the final state: weights to compare, or to continue from
         self.logger.log_artifact(self.output_dir / "metrics.json")
 
     def _write_metrics(self) -> None:
-        _write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
+        if self.dist.is_main:
+            _write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
 
     def _log_start(self) -> None:
-        (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
+        if self.dist.is_main:
+            (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
         params = self.config.to_dict()
         params.pop("tasks")
         params["tasks"] = ",".join(t.name for t in self.config.tasks)
         params["train_examples"] = {n: len(d) for n, d in self.train_datasets.items()}
         params["total_steps"] = self.total_steps
         params["device"] = str(self.device)
+        params["world_size"] = self.dist.world_size
         self.logger.log_params(params)
         self.logger.log_dict(self.config.to_dict(), "config.yaml")
         log.info("training %s on %s: %d optimizer steps (%d per epoch), device %s",
@@ -388,8 +424,11 @@ def evaluate_model(
     batch_size: int,
     device: torch.device | str = "cpu",
     autocast: Any = None,
+    dist_info: distributed.DistInfo | None = None,
 ) -> Metrics:
-    """Per-head metrics of ``model`` on each dataset, batch by batch."""
+    """Per-head metrics of ``model`` on each dataset, batch by batch. Under torchrun each rank
+    evaluates every world-size-th batch and the predictions are gathered."""
+    dist_info = dist_info or distributed.DistInfo()
     was_training = model.training
     model.eval()
     results: Metrics = {}
@@ -399,13 +438,17 @@ def evaluate_model(
                 head.name: HeadAccumulator(head, dataset.label_vocab.get(head.name))
                 for head in dataset.task.heads
             }
-            for indices in plan_batches(dataset.lengths, batch_size, rng=None):
+            batches = plan_batches(dataset.lengths, batch_size, rng=None)
+            for indices in batches[dist_info.rank :: dist_info.world_size]:
                 batch = dataset.collate(indices).to(device)
                 with autocast or contextlib.nullcontext():
                     out = model(batch.input_ids, batch.attention_mask, task_id=name,
                                 token_type_ids=batch.token_type_ids)
                 for head, accumulator in accumulators.items():
                     accumulator.update(out.logits[head].float().cpu(), batch.to("cpu"), dataset)
+            if dist_info.enabled:
+                for acc in accumulators.values():
+                    acc.merge(distributed.gather_objects(acc.state(), dist_info))
             results[name] = {head: acc.compute() for head, acc in accumulators.items()}
     model.train(was_training)
     return results
@@ -448,9 +491,9 @@ class _ThroughputMeter:
         return stats
 
 
-def _pick_device(name: str) -> torch.device:
+def _pick_device(name: str, dist_info: distributed.DistInfo) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        return torch.device("cuda", dist_info.local_rank)
     return torch.device("cpu")
 
 
