@@ -153,6 +153,9 @@ class ExperimentConfig(_Strict):
     """Run folder; default ``runs/<name>``."""
     cache_dir: str = ".work/cache"
     """Tokenised Parquet cache (content-addressed, shared between runs)."""
+    baselines: Literal["none", "single_task"] = "none"
+    """``single_task``: also train one model per task (same encoder, budget per task and
+    hyper-parameters) and report multi-task vs single-task score for every head."""
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
