@@ -106,6 +106,11 @@ class TrainingConfig(_Strict):
     """Batch examples of similar length together (less padding)."""
     pad_to_multiple_of: int = Field(default=8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` takes CUDA when present (bf16 autocast, fused AdamW, pinned memory); the CPU
+    runs fp32 (bf16 autocast was measured slower on these CPUs)."""
+    compile: bool = False
+    """``torch.compile`` the model for the training step (GPU; with ``pad_to_multiple_of``
+    raised to e.g. 32 the number of padded lengths, hence recompiles, stays small)."""
     num_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads; ``null`` keeps torch's default."""
     progress_bar: bool = True

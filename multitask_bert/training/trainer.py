@@ -120,6 +120,11 @@ class Trainer:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None, find_unused_parameters=True)
+        # torch.compile: shapes vary with the padded length (a multiple of
+        # pad_to_multiple_of: raise it, e.g. to 32, to bound recompiles) and the task's heads.
+        self.step_model: Any = (
+            torch.compile(self.ddp_model, dynamic=True) if self.args.compile else self.ddp_model
+        )
         self.sampler = build_sampler(self.args.sampling, self.args.sampling_temperature)
         self.steps_per_epoch = math.ceil(
             len(self.epoch_plan(0)) / self.args.gradient_accumulation_steps
@@ -225,14 +230,14 @@ class Trainer:
                 window = plan[start : start + accum]
                 # forward/backward: the window's batches (any tasks) sum into one step
                 for i, (task, indices) in enumerate(window):
-                    batch = self.train_datasets[task].collate(
-                        distributed.shard(indices, self.dist)).to(self.device)
+                    batch = self._to_device(self.train_datasets[task].collate(
+                        distributed.shard(indices, self.dist)))
                     # under DDP, gradients are all-reduced on the window's last backward only
                     sync = i == len(window) - 1 or not self.dist.enabled
                     no_sync = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
                     with self.autocast, no_sync:
-                        out = self.ddp_model(batch.input_ids, batch.attention_mask, batch.labels,
-                                             task_id=task, token_type_ids=batch.token_type_ids)
+                        out = self.step_model(batch.input_ids, batch.attention_mask, batch.labels,
+                                              task_id=task, token_type_ids=batch.token_type_ids)
                         self._check_finite(out.loss, task)
                         (out.loss / len(window)).backward()
                     meter.add(task, out.loss.detach(), batch)
@@ -269,6 +274,11 @@ class Trainer:
         self.result.train_seconds += time.perf_counter() - started
         self._finish()
         return self.result
+
+    def _to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cuda":  # pinned host memory: the copy overlaps compute
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch
 
     def _check_finite(self, loss: torch.Tensor, task: str) -> None:
         # On CPU this check is free; on CUDA `.item()` would sync every step, so the
