@@ -85,7 +85,44 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--tracking-uri", help="MLflow store (default: the run's, or "
                           "$MLFLOW_TRACKING_URI)")
     register.set_defaults(func=_register)
+
+    baselines = sub.add_parser(
+        "baselines", help="train one single-task model per task and compare every head with "
+        "the multi-task model")
+    baselines.add_argument("--config", required=True, help="experiment YAML")
+    baselines.add_argument("--set", dest="overrides", action="append", default=[],
+                           metavar="KEY=VALUE", help="override a config key")
+    baselines.add_argument("--run-dir", help="a finished multi-task run folder (its "
+                           "metrics.json is reused); default: train the multi-task model too")
+    baselines.set_defaults(func=_baselines)
     return parser
+
+
+def _baselines(args: argparse.Namespace) -> int:
+    from multitask_bert.baselines import add_single_task_baselines, run_with_baselines
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.errors import ConfigError
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"output_dir={Path(args.run_dir).resolve()}")
+    config = ExperimentConfig.load(args.config, overrides)
+    if args.run_dir:
+        metrics_file = config.run_dir / "metrics.json"
+        if not metrics_file.is_file():
+            raise ConfigError(f"{args.run_dir}: no metrics.json; pass the folder of a finished "
+                              "multi-task run, or leave out --run-dir to train one")
+        multi = json.loads(metrics_file.read_text())
+        known = set(multi.get("best", {}))
+        if not known & {t.name for t in config.tasks}:
+            raise ConfigError(f"{args.run_dir}: the run has tasks {sorted(known)}, none of the "
+                              f"config's {[t.name for t in config.tasks]}")
+        report = add_single_task_baselines(config, multi["best"], run_id=multi.get("run_id"))
+    else:
+        _, report = run_with_baselines(config)
+    print(report["markdown"])
+    print(f"metrics: {config.run_dir / 'metrics.json'} (key 'baselines')")
+    return 0
 
 
 def _register(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,12 @@ def register_run(
                           "run folder that holds metrics.json and best/")
     config = config or ExperimentConfig.load(run_dir / "config.yaml")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    tracking_uri = tracking_uri or config.logging.tracking_uri or default_tracking_uri(run_dir)
+    # the run folder's config has credentials redacted ("***"): prefer the environment's URI
+    configured = config.logging.tracking_uri
+    if configured and "***" in configured:
+        configured = None
+    tracking_uri = (tracking_uri or configured or os.environ.get("MLFLOW_TRACKING_URI")
+                    or default_tracking_uri(run_dir))
     score = metrics["best_score"] if score is None else score
     tokenizer = load_tokenizer(run_dir / "best")
     fingerprints = {

@@ -193,7 +193,7 @@ class ResilientLogger:
     # -- the logger interface ----------------------------------------------------------
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._call("params", lambda: self.inner.log_params(params),
-                   lambda: {"values": flatten_params(params)})
+                   lambda: {"values": _redacted(flatten_params(params))})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self._call("metrics", lambda: self.inner.log_metrics(metrics, step),
@@ -203,7 +203,7 @@ class ResilientLogger:
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
         self._call("dict", lambda: self.inner.log_dict(obj, artifact_file),
                    lambda: {"artifact_file": artifact_file,
-                            "values": json.loads(serialize_dict(obj, ".json"))})
+                            "values": _redacted(json.loads(serialize_dict(obj, "values.json")))})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call("artifact", lambda: self.inner.log_artifact(path, artifact_path),
@@ -211,7 +211,7 @@ class ResilientLogger:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._call("tags", lambda: self.inner.set_tags(tags),
-                   lambda: {"values": {str(k): str(v) for k, v in tags.items()}})
+                   lambda: {"values": _redacted({str(k): str(v) for k, v in tags.items()})})
 
     def close(self, status: str = "FINISHED") -> None:
         """Ends the run; never raises because of the tracking server.
@@ -279,9 +279,9 @@ class ResilientLogger:
             return
         sent = 0
         try:
-            for self._replay_from, was_sent in _replay_lines(self.fallback_path, self.inner,
-                                                             self._replay_from):
-                sent += was_sent
+            for offset, was_sent in _replay_lines(self.fallback_path, self.inner,
+                                                  self._replay_from):
+                self._replay_from, sent = offset, sent + was_sent
         except Exception as error:  # down again: the lines sent so far stay sent
             logger.debug("tracking at %s still fails: %s", self._where, _describe(error))
             return
@@ -322,6 +322,17 @@ def _apply(target: TrackingLogger, record: dict[str, Any]) -> None:
         target.log_artifact(record["path"], record["artifact_path"])
 
 
-def _describe(error: BaseException, limit: int = 300) -> str:
+def _redacted(value: Any) -> Any:
+    """`value` with credentials hidden in every string (a config holds the tracking URI)."""
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
+
+
+def _describe(error: BaseException, limit: int = 600) -> str:
     text = redact_uri(f"{type(error).__name__}: {error}")
     return text if len(text) <= limit else text[: limit - 3] + "..."

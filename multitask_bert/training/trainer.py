@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from multitask_bert.config import ExperimentConfig
@@ -31,7 +32,7 @@ from multitask_bert.evaluation.evaluator import (
     major_score,
 )
 from multitask_bert.models.multitask import MultiTaskModel
-from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger
+from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger, redact_uri
 from multitask_bert.training import distributed
 from multitask_bert.training.checkpoint import (
     STATE_FILE,
@@ -395,9 +396,13 @@ class Trainer:
             _write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
 
     def _log_start(self) -> None:
+        # credentials in a tracking URI never reach the run folder or the tracking server
+        safe = self.config.to_dict()
+        if safe["logging"].get("tracking_uri"):
+            safe["logging"]["tracking_uri"] = redact_uri(safe["logging"]["tracking_uri"])
         if self.dist.is_main:
-            (self.output_dir / "config.yaml").write_text(self.config.to_yaml())
-        params = self.config.to_dict()
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(safe, sort_keys=False))
+        params = dict(safe)
         params.pop("tasks")
         params["tasks"] = ",".join(t.name for t in self.config.tasks)
         params["train_examples"] = {n: len(d) for n, d in self.train_datasets.items()}
@@ -405,7 +410,7 @@ class Trainer:
         params["device"] = str(self.device)
         params["world_size"] = self.dist.world_size
         self.logger.log_params(params)
-        self.logger.log_dict(self.config.to_dict(), "config.yaml")
+        self.logger.log_dict(safe, "config.yaml")
         log.info("training %s on %s: %d optimizer steps (%d per epoch), device %s",
                  self.config.name, ", ".join(self.train_datasets), self.total_steps,
                  self.steps_per_epoch, self.device)

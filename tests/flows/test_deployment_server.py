@@ -150,8 +150,10 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                          str(REPO / "deployments" / "gpu-docker-pool.json"))
         with logs["worker"].open("w") as log:
             worker = subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", "local", "--type", "process",
-                 "--name", "test-worker"],
+                # queue `default` only: the nightly runs (queue `nightly`) are never picked
+                # up here, not even by a test that runs at 03:00 UTC
+                [PREFECT, "worker", "start", "--pool", "local", "--work-queue", "default",
+                 "--type", "process", "--name", "test-worker"],
                 cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         deployed.prefect("deploy", "--all", timeout=180)
@@ -181,6 +183,7 @@ def deployment(stack: Stack, name: str):
 def test_deployments_registered(stack: Stack) -> None:
     local, scheduled, gpu = (deployment(stack, n) for n in ("local", "scheduled", "gpu"))
     assert local.work_pool_name == scheduled.work_pool_name == "local"
+    assert (local.work_queue_name, scheduled.work_queue_name) == ("default", "nightly")
     assert local.parameters == {"params": {"config_path": "configs/quickstart.yaml"}}
     # the pull step points the process worker at this checkout, whatever its path
     assert local.pull_steps == [

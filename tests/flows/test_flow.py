@@ -82,7 +82,7 @@ def test_flow_end_to_end(prefect_harness, workspace):
     assert {"per-head-metrics", "run-summary"} <= keys
 
     # 2. same data and config as the champion: training is skipped and says why
-    state2, result2 = run_flow(workspace)
+    _, result2 = run_flow(workspace)
     assert result2["skipped"] and "champion v1" in result2["reason"]
 
     # 3. a deliberately worse run (forced, no learning): tokenise tasks are Cached,

@@ -49,7 +49,7 @@ def new_mlflow_run(project: Path, name: str) -> MLflowLogger:
     tracker = create_logger(
         "mlflow", output_dir=project / name, experiment_name="exp", run_name=name
     )
-    assert isinstance(tracker, MLflowLogger)
+    assert isinstance(tracker.inner, MLflowLogger)
     return tracker
 
 
@@ -70,7 +70,7 @@ def test_mlflow_run_records_params_metrics_tags_and_artifacts(
     project: Path, client: MlflowClient, tmp_path: Path
 ) -> None:
     tracker = new_mlflow_run(project, "run-a")
-    assert isinstance(tracker, MLflowLogger)
+    assert isinstance(tracker.inner, MLflowLogger)
     assert isinstance(tracker, TrackingLogger)
     tracker.log_params(
         {
