@@ -255,3 +255,25 @@ def test_credentials_in_the_tracking_uri_stay_out_of_the_run_folder(task_dir, tm
             text = path.read_text(errors="replace")
             assert "s3cr3t" not in text and "token=abc" not in text, path
     assert "***" in (run / "config.yaml").read_text()
+
+
+def test_registration_fails_while_mlflow_is_down_and_succeeds_later_alone(
+        task_dir, tmp_path, monkeypatch):
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.pipeline import register_run, train_experiment
+    from multitask_bert.registry import find_champion
+    from tests.conftest import tiny_config_dict
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    data = tiny_config_dict(task_dir, tmp_path, epochs=1, max_steps=2)
+    result = train_experiment(ExperimentConfig.from_dict(data))
+    run = Path(result.output_dir)
+    down = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(Exception):  # noqa: B017  (whatever MLflow raises for a dead server)
+        register_run(run, tracking_uri=down, model_name="later")
+    assert (run / "best" / "model.safetensors").is_file()  # the trained model stays
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    registered = register_run(run, tracking_uri=store, model_name="later")
+    assert set(registered["aliases"]) == {"challenger", "champion"}
+    assert str(find_champion(store, "later")["version"]) == "1"
