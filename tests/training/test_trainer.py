@@ -131,3 +131,27 @@ def test_truncated_words_count_as_o_and_are_reported(tiny_config):
     assert ner["truncated_words"] >= 3 * 8
     assert ner["per_type"]["LOC"]["support"] == 8  # gold entities still counted...
     assert ner["per_type"]["LOC"]["recall"] == 0.0  # ...and missed, as predicted O
+
+
+def test_non_finite_loss_stops_naming_step_and_task_and_keeps_the_last_checkpoint(
+        task_dir, tmp_path):
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.training.checkpoint import latest_checkpoint
+    from multitask_bert.training.trainer import TrainingDivergedError
+    from tests.conftest import tiny_config_dict, write_jsonl
+
+    # 1e30 is a finite number in the file, but its squared error overflows float32
+    rows = [{"text_a": "a b", "text_b": "a b", "score": 1e30}] * 24
+    write_jsonl(task_dir / "pairs" / "train.jsonl", rows)
+    data = tiny_config_dict(task_dir, tmp_path, epochs=1, checkpoint_every_n_steps=1)
+    data["tasks"] = [t for t in data["tasks"] if t["name"] in ("sentiment", "pairs")]
+    config = ExperimentConfig.from_dict(data)
+    trainer = make_trainer(config)
+    with pytest.raises(TrainingDivergedError) as err:
+        trainer.train()
+    trainer.close()
+    message = str(err.value)
+    assert "task 'pairs'" in message and "at step 2" in message  # sentiment, then pairs
+    last = latest_checkpoint(config.run_dir)
+    assert last is not None and last.name == "step-00000001"  # the last good one
+    assert str(last) in message
