@@ -29,6 +29,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 import multitask_bert  # noqa: F401  (sets the offline environment before HF imports)
+from multitask_bert.baselines import comparison_markdown, read_comparison
 from multitask_bert.cli import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import compute_fingerprint
@@ -267,6 +268,11 @@ def evaluate_task(config: dict[str, Any], trained: dict[str, Any], model_name: s
     ]
     create_table_artifact(rows, key="per-head-metrics",
                           description=f"{experiment.name}: per-head metrics")
+    report = read_comparison(trained["run_dir"])
+    if report:  # baselines: single_task
+        create_markdown_artifact("# Multi-task vs single-task (validation)\n\n"
+                                 + comparison_markdown(report["comparison"]),
+                                 key="single-task-baselines")
     plots_dir = Path(trained["run_dir"]) / "plots"
     plots = save_metric_plots(metrics["validation"], plots_dir)
     if trained.get("run_id") and experiment.logging.backend in ("mlflow", "both"):

@@ -92,6 +92,10 @@ def train_experiment(
             trainer.logger.log_dict(entry.to_dict(), f"data/{name}.json")
     finally:
         trainer.close()
+    if config.baselines == "single_task":  # one model per task, same budget: compare
+        from multitask_bert.baselines import add_single_task_baselines
+
+        add_single_task_baselines(config, result, cached)
     return result
 
 

@@ -144,6 +144,8 @@ class Trainer:
         self.global_step = 0
         self.epoch = 0
         self._window = 0  # where in the epoch's plan the next step starts
+        self._closed = False
+        self._last_eval_step: int | None = None
         self._fingerprint = _training_fingerprint(config, train_datasets)
         self.resumed_from: Path | None = None
         checkpoint = latest_checkpoint(self.output_dir) if self.args.resume else None
@@ -174,8 +176,6 @@ class Trainer:
             if self.device.type == "cuda"
             else contextlib.nullcontext()
         )
-        self._closed = False
-        self._last_eval_step: int | None = None
 
     # -- data order --------------------------------------------------------------------
     def epoch_plan(self, epoch: int) -> list[tuple[str, list[int]]]:
@@ -262,6 +262,9 @@ class Trainer:
                 if every and self.global_step % every == 0 and not done:
                     self._checkpoint()
                 if done:
+                    if self._window >= len(plan):  # the cap fell on the epoch's last step
+                        self.epoch, self._window = self.epoch + 1, 0
+                        self.result.epochs_completed = self.epoch
                     break
             else:
                 self.epoch += 1

@@ -50,6 +50,7 @@ def test_scheduler_counts_real_optimizer_steps(tiny_config):
     result = trainer.train()
     lr = config.training.learning_rate
     assert result.global_step == trainer.total_steps == len(lrs)
+    assert result.epochs_completed == 3
     assert trainer.scheduler.last_epoch == trainer.total_steps
     assert lrs[:3] == pytest.approx([0.0, lr / 2, lr])  # 2 warmup steps
     assert all(a >= b for a, b in itertools.pairwise(lrs[2:]))  # then linear decay
