@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import multitask_bert  # noqa: F401  (sets the offline environment before HF imports)
 from multitask_bert.baselines import comparison_markdown, read_comparison
@@ -47,6 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 class TrainParameters(BaseModel):
     """The run form of the Prefect UI: validated before a run starts."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is rejected, not dropped
 
     config_path: str = Field(
         default="configs/quickstart.yaml",
@@ -75,6 +77,12 @@ def load_config(params: TrainParameters, run_name: str | None = None) -> Experim
         if not base.is_absolute():
             base = REPO_ROOT / base
         config = config.model_copy(update={"output_dir": str(base / run_name)})
+    if not config.logging.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # the same store as the CLI's: beside the experiment's folder, not the flow run's
+        base = config.run_dir.parent if run_name else config.run_dir
+        logging_config = config.logging.model_copy(
+            update={"tracking_uri": default_tracking_uri(base)})
+        config = config.model_copy(update={"logging": logging_config})
     if not Path(config.cache_dir).is_absolute():
         config = config.model_copy(update={"cache_dir": str(REPO_ROOT / config.cache_dir)})
     return config
@@ -181,7 +189,9 @@ def train_task(config: dict[str, Any], cached: dict[str, dict[str, Any]]) -> dic
         command += ["--set", override]
     limit = ensure_training_limit()
     logger.info("waiting for a slot of concurrency limit %r (one training at a time)", limit)
-    with concurrency(limit, occupy=1):
+    # a short lease (renewed while training runs): a slot held by a killed worker frees
+    # itself within a minute instead of blocking every later training
+    with concurrency(limit, occupy=1, lease_duration=60):
         logger.info("training in a child process: %s", " ".join(command[1:]))
         code, tail = _run_training_process(command, run_dir, logger)
     (run_dir / "train.pid").unlink(missing_ok=True)
@@ -315,7 +325,7 @@ def register_task(config: dict[str, Any], trained: dict[str, Any], evaluated: di
 
 
 # -- the flow -----------------------------------------------------------------------------
-@flow(name="train-multitask", log_prints=True)
+@flow(name="train-multitask", log_prints=True, persist_result=True)
 def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
     """Tokenise every task (cached), train, evaluate and register one multi-task model."""
     params = params or TrainParameters()
