@@ -26,6 +26,8 @@ class Batch:
     """Rows of the dataset in this batch (evaluation looks up word-level gold with them)."""
     real_tokens: int = 0
     """Non-pad tokens: what throughput counts."""
+    lengths: list[int] = field(default_factory=list)
+    """Real length of each row (FLOPs per row for MFU)."""
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -39,6 +41,7 @@ class Batch:
             labels={k: move(v) for k, v in self.labels.items()},
             indices=self.indices,
             real_tokens=self.real_tokens,
+            lengths=self.lengths,
         )
 
     def pin_memory(self) -> Batch:
@@ -50,6 +53,7 @@ class Batch:
             labels={k: v.pin_memory() for k, v in self.labels.items()},
             indices=self.indices,
             real_tokens=self.real_tokens,
+            lengths=self.lengths,
         )
 
     @property
@@ -134,4 +138,5 @@ class TaskDataset:
             labels=labels,
             indices=list(indices),
             real_tokens=sum(lengths),
+            lengths=lengths,
         )

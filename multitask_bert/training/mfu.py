@@ -79,8 +79,11 @@ def measure_cpu_peak_flops(seconds: float = 1.0, size: int = 1024,
     """FLOP/s of a square matmul on this CPU, in this process, with torch's current thread
     count (``torch.get_num_threads()``): the best of several short timed chunks over about
     ``seconds``. ``2·size³`` FLOPs per matmul."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+    # a private generator: drawing from the global RNG would change training's dropout
+    # masks (and break bitwise-exact resume)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, dtype=dtype, generator=generator)
     out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)  # warm-up: thread pool, page faults
     flops = 2.0 * size**3

@@ -41,6 +41,12 @@ from multitask_bert.training.checkpoint import (
     save_checkpoint,
 )
 from multitask_bert.training.early_stopping import EarlyStopping
+from multitask_bert.training.mfu import (
+    gpu_peak_flops,
+    measure_cpu_peak_flops,
+    mfu,
+    sequence_flops,
+)
 from multitask_bert.training.sampling import build_sampler
 
 log = logging.getLogger("multitask_bert.training")
@@ -220,7 +226,7 @@ class Trainer:
             self._log_start()
             # dropout draws from the global RNG: same seed, same run (one stream per rank)
             torch.manual_seed(args.seed + self.dist.rank)
-        meter = _ThroughputMeter(self.train_datasets)
+        meter = _ThroughputMeter(self.train_datasets, self.model.encoder.config, self.device)
         progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
         started, done = time.perf_counter(), self.global_step >= self.total_steps
@@ -428,9 +434,10 @@ class Trainer:
         stats["train/epoch"] = self.epoch
         self.logger.log_metrics(stats, step=self.global_step)
         if not self.args.progress_bar:  # plain lines for logs that are not a terminal
-            log.info("step %d/%d epoch %d loss %.4f %.0f samples/s %.0f tokens/s",
+            log.info("step %d/%d epoch %d loss %.4f %.0f samples/s %.0f tokens/s MFU %.1f%%",
                      self.global_step, self.total_steps, self.epoch, stats["train/loss"],
-                     stats["train/samples_per_s"], stats["train/tokens_per_s"])
+                     stats["train/samples_per_s"], stats["train/tokens_per_s"],
+                     100 * stats.get("train/mfu", 0.0))
         progress.set_postfix(loss=f"{stats['train/loss']:.4f}",
                              samples_s=f"{stats['train/samples_per_s']:.0f}",
                              tok_s=f"{stats['train/tokens_per_s']:.0f}", refresh=False)
@@ -472,17 +479,36 @@ def evaluate_model(
     return results
 
 
-class _ThroughputMeter:
-    """Loss per task and tokens/s since the last flush."""
+_PEAK_FLOPS: dict[str, float | None] = {}
 
-    def __init__(self, datasets: dict[str, TaskDataset]) -> None:
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's peak FLOP/s for MFU: datasheet dense bf16 on GPU; on CPU a matmul
+    measured once in this process (fp32, torch's thread count)."""
+    key = str(device)
+    if key not in _PEAK_FLOPS:
+        if device.type == "cuda":
+            _PEAK_FLOPS[key] = gpu_peak_flops(torch.cuda.get_device_name(device))
+        else:
+            _PEAK_FLOPS[key] = measure_cpu_peak_flops(seconds=0.3)
+    return _PEAK_FLOPS[key]
+
+
+class _ThroughputMeter:
+    """Loss per task, tokens/s and MFU since the last flush."""
+
+    def __init__(self, datasets: dict[str, TaskDataset], encoder_config: Any = None,
+                 device: torch.device | None = None) -> None:
         self.tasks = list(datasets)
+        self.encoder_config = encoder_config
+        self.device = device
         self._reset()
 
     def _reset(self) -> None:
         self.loss_sum: dict[str, torch.Tensor] = {}
         self.batches = dict.fromkeys(self.tasks, 0)
         self.samples = self.real = self.padded = 0
+        self.flops = 0.0
         self.since = time.perf_counter()
 
     def add(self, task: str, loss: torch.Tensor, batch: Batch) -> None:
@@ -491,6 +517,8 @@ class _ThroughputMeter:
         self.samples += len(batch.indices)
         self.real += batch.real_tokens
         self.padded += batch.padded_tokens
+        if self.encoder_config is not None and batch.lengths:
+            self.flops += sequence_flops(self.encoder_config, batch.lengths)
 
     def flush(self) -> dict[str, float]:
         seconds = max(time.perf_counter() - self.since, 1e-9)
@@ -505,6 +533,11 @@ class _ThroughputMeter:
         stats["train/tokens_per_s"] = self.real / seconds
         stats["train/padded_tokens_per_s"] = self.padded / seconds
         stats["train/pad_ratio"] = 1 - self.real / self.padded if self.padded else 0.0
+        if self.flops and self.device is not None:
+            stats["train/flops_per_s"] = self.flops / seconds
+            peak = peak_flops(self.device)
+            if peak:  # model FLOPs on real tokens (6N + 12LTd per token) over the peak
+                stats["train/mfu"] = mfu(self.flops / seconds, peak)
         self._reset()
         return stats
 

@@ -38,7 +38,9 @@ def test_train_writes_metrics_model_and_tracking(trained):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/tagging/loss", "tagging/ner/f1", "pairs/score/pearson"} <= tags
+    assert {"train/loss", "train/tagging/loss", "tagging/ner/f1", "pairs/score/pearson",
+            "train/tokens_per_s", "train/pad_ratio", "train/mfu"} <= tags
+    assert all(0 < e.value < 1 for e in events.Scalars("train/mfu"))
     assert len(events.Scalars("train/loss")) >= 3
 
     # ... and so did MLflow (SQLite store), with the resolved config as an artifact
