@@ -108,17 +108,7 @@ def compute_classification_metrics(
     tp = np.diag(matrix)
     fp = matrix.sum(axis=0) - tp
     fn = matrix.sum(axis=1) - tp
-    precision, recall, f1 = _precision_recall_f1(tp, fp, fn)
-    micro_p, micro_r, micro_f1 = _precision_recall_f1(tp.sum(), fp.sum(), fn.sum())
-    return {
-        "accuracy": float(tp.sum() / matrix.sum()),
-        "micro_f1": float(micro_f1),
-        "micro_precision": float(micro_p),
-        "micro_recall": float(micro_r),
-        "macro_f1": float(f1.mean()),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-    }
+    return {"accuracy": float(tp.sum() / matrix.sum()), **_micro_macro(tp, fp, fn)}
 
 
 def _check_tag_pairs(true_tags: list[list[str]], pred_tags: list[list[str]]) -> int:
@@ -294,6 +284,15 @@ def compute_multilabel_metrics(
     tp = (true & pred).sum(axis=0)
     fp = (~true & pred).sum(axis=0)
     fn = (true & ~pred).sum(axis=0)
+    return {
+        **_micro_macro(tp, fp, fn),
+        "subset_accuracy": float((true == pred).all(axis=1).mean()),
+        "hamming_accuracy": float((true == pred).mean()),
+    }
+
+
+def _micro_macro(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, float]:
+    """Micro (pooled counts) and macro (mean over every label) precision, recall and F1."""
     precision, recall, f1 = _precision_recall_f1(tp, fp, fn)
     micro_p, micro_r, micro_f1 = _precision_recall_f1(tp.sum(), fp.sum(), fn.sum())
     return {
@@ -303,6 +302,4 @@ def compute_multilabel_metrics(
         "macro_f1": float(f1.mean()),
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
-        "subset_accuracy": float((true == pred).all(axis=1).mean()),
-        "hamming_accuracy": float((true == pred).mean()),
     }
