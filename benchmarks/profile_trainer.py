@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                             max_length=args.max_length, lr=5e-5, warmup_steps=3, steps=None,
                             seed=42, device="cpu", datasets_dir=args.datasets_dir,
                             cache_dir=args.cache_dir, pad_multiple=args.pad_multiple,
-                            hf_pad_multiple=8)
+                            hf_pad_multiple=None)
     with _common.quiet_logs():
         ctx = throughput.prepare(args.model, ns)
         steps = ctx.total_steps

@@ -412,6 +412,8 @@ def prepare(model_name: str, args: argparse.Namespace) -> Context:
     }
     if args.pad_multiple:  # else the library's default
         raw["training"]["pad_to_multiple_of"] = args.pad_multiple
+    if getattr(args, "compile", False):
+        raw["training"]["compile"] = True
     config = ExperimentConfig.from_dict(raw)
     tokenizer = load_tokenizer(config.encoder.resolve_path())
     pad = tokenizer.pad_token_id or 0
@@ -423,11 +425,12 @@ def prepare(model_name: str, args: argparse.Namespace) -> Context:
         vocab[task.name] = cached.label_vocab
         train_sets[task.name] = TaskDataset.from_parquet(
             cached.splits["train"], task, cached.label_vocab, pad_token_id=pad,
-            pad_to_multiple_of=config.training.pad_to_multiple_of)
+            pad_to_multiple_of=config.training.pad_multiple())
     model = build_model(config.encoder, config.tasks, vocab, seed=args.seed)
+    hf_multiple = args.hf_pad_multiple or config.training.pad_multiple()
     ctx = Context(model_name, raw, model, tokenizer, train_sets, args.device, args.batch_size,
                   args.max_length, args.lr, args.warmup_steps, args.steps, args.seed,
-                  hf_pad_multiple=args.hf_pad_multiple if args.hf_pad_multiple > 1 else None)
+                  hf_pad_multiple=hf_multiple if hf_multiple > 1 else None)
     # the plan every contender trains on: our Trainer's own (public) epoch plan
     with tempfile.TemporaryDirectory() as tmp:
         probe = Trainer(ctx.config(Path(tmp), max_steps=args.steps), copy.deepcopy(model),
@@ -487,8 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad-multiple", type=int, default=None,
                         help="ours (and bare): training.pad_to_multiple_of (default: the "
                         "library's default)")
-    parser.add_argument("--hf-pad-multiple", type=int, default=8,
-                        help="HF collator's pad_to_multiple_of (1: none)")
+    parser.add_argument("--hf-pad-multiple", type=int, default=None,
+                        help="HF collator's pad_to_multiple_of (1: none; default: the same as "
+                        "ours, so both pad alike)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run every contender this many times (order rotated) and keep "
                         "each one's fastest run: steadier on a shared machine")
@@ -496,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(CONTENDERS)}")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours with training.compile=true (torch.compile, dynamic shapes)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--datasets-dir", type=Path, default=_common.DEFAULT_DATASETS)
     parser.add_argument("--cache-dir", type=Path, default=_common.DEFAULT_CACHE)

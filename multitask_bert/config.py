@@ -104,10 +104,13 @@ class TrainingConfig(_Strict):
     sampling_temperature: float = Field(default=2.0, gt=0)
     group_by_length: bool = True
     """Batch examples of similar length together (less padding)."""
-    pad_to_multiple_of: int = Field(default=8, ge=1)
+    pad_to_multiple_of: int | None = Field(default=None, ge=1)
+    """Round each batch's padded length up to a multiple of this. ``null``: 8 on CUDA
+    (tensor-core friendly shapes), 1 on CPU (rounding short sentences up to 8 made 22 % of
+    the computed tokens padding on the real datasets; 1 leaves about 5 %)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """``auto`` takes CUDA when present (bf16 autocast, fused AdamW, pinned memory); the CPU
-    runs fp32 (bf16 autocast was measured slower on these CPUs)."""
+    """``auto`` takes CUDA when present (bf16 autocast, pinned memory, non-blocking copies);
+    the CPU runs fp32 (bf16 autocast was measured slower on these CPUs)."""
     compile: bool = False
     """``torch.compile`` the model for the training step (GPU; with ``pad_to_multiple_of``
     raised to e.g. 32 the number of padded lengths, hence recompiles, stays small)."""
@@ -130,6 +133,22 @@ class TrainingConfig(_Strict):
 
     def batch_size_for(self, task: str) -> int:
         return self.task_batch_size.get(task, self.batch_size)
+
+    def uses_cuda(self) -> bool:
+        """Whether ``device`` resolves to CUDA on this machine."""
+        if self.device == "cpu":
+            return False
+        if self.device == "cuda":
+            return True
+        import torch
+
+        return torch.cuda.is_available()
+
+    def pad_multiple(self) -> int:
+        """``pad_to_multiple_of`` with ``null`` resolved for this machine (8 CUDA, 1 CPU)."""
+        if self.pad_to_multiple_of is not None:
+            return self.pad_to_multiple_of
+        return 8 if self.uses_cuda() else 1
 
 
 class LoggingConfig(_Strict):

@@ -56,7 +56,7 @@ def load_split(
         cached.label_vocab,
         split=split,
         pad_token_id=pad_token_id,
-        pad_to_multiple_of=config.training.pad_to_multiple_of,
+        pad_to_multiple_of=config.training.pad_multiple(),
     )
 
 

@@ -156,3 +156,19 @@ def test_non_finite_loss_stops_naming_step_and_task_and_keeps_the_last_checkpoin
     last = latest_checkpoint(config.run_dir)
     assert last is not None and last.name == "step-00000001"  # the last good one
     assert str(last) in message
+
+
+def test_cpu_defaults_pad_to_the_longest_and_use_fused_adamw(tiny_config):
+    """On CPU: no rounding of batch lengths (short sentences rounded up to 8 made 22 % of
+    the computed tokens padding) and the fused AdamW kernel (6x faster step() measured)."""
+    config = tiny_config(device="cpu")
+    assert config.training.pad_to_multiple_of is None
+    assert config.training.pad_multiple() == 1
+    assert tiny_config(device="cuda").training.pad_multiple() == 8
+    assert tiny_config(device="cpu", pad_to_multiple_of=4).training.pad_multiple() == 4
+    trainer = make_trainer(config)
+    assert trainer.optimizer.defaults.get("fused") is True
+    dataset = trainer.train_datasets["tagging"]
+    batch = dataset.collate(list(range(len(dataset))))
+    assert batch.input_ids.shape[1] == max(batch.lengths)  # the longest row, no rounding
+    trainer.close()
