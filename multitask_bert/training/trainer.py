@@ -502,6 +502,8 @@ class _ThroughputMeter:
         self.tasks = list(datasets)
         self.encoder_config = encoder_config
         self.device = device
+        if encoder_config is not None and device is not None:
+            peak_flops(device)  # measured (CPU, once per process) before any step is timed
         self._reset()
 
     def _reset(self) -> None:
