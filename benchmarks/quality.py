@@ -24,19 +24,19 @@ from pathlib import Path
 # `python benchmarks/quality.py` puts this folder first on sys.path, and it holds scripts
 # named like standard modules (tokenize.py): keep it off the path before anything imports them.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+import _common  # noqa: E402  (benchmarks/_common.py, last on sys.path)
 import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,31 +141,6 @@ def build_config(args: argparse.Namespace) -> ExperimentConfig:
                                       overrides=overrides + args.overrides)
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu": cpu,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def evaluate_test(model_dir: Path, config: ExperimentConfig) -> Metrics:
     try:
         return evaluate_saved_model(model_dir, config, split="test")
@@ -224,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "smoke": args.subset is not None or bool(args.epochs or args.eval_limit),
         "command": "python benchmarks/quality.py " + shlex.join(sys.argv[1:]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
+        "machine": _common.machine_info(),
         "wall_seconds": round(wall, 1),
         "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
         "run_dir": str(run_dir),

@@ -118,7 +118,7 @@ class Trainer:
         if self.args.num_threads:
             torch.set_num_threads(self.args.num_threads)
         self.dist = distributed.current()
-        self.device = _pick_device(self.args.device, self.dist)
+        self.device = _pick_device(self.args, self.dist)
         self.model = model.to(self.device)
         # Under torchrun: every rank steps the same task; heads of the other tasks get no
         # gradient in a step, hence find_unused_parameters.
@@ -501,9 +501,9 @@ class _ThroughputMeter:
                  device: torch.device | None = None) -> None:
         self.tasks = list(datasets)
         self.encoder_config = encoder_config
-        self.device = device
-        if encoder_config is not None and device is not None:
-            peak_flops(device)  # measured (CPU, once per process) before any step is timed
+        # looked up (on CPU: measured, once per process) before any step is timed
+        self.peak = (peak_flops(device) if encoder_config is not None and device is not None
+                     else None)
         self._reset()
 
     def _reset(self) -> None:
@@ -535,17 +535,16 @@ class _ThroughputMeter:
         stats["train/tokens_per_s"] = self.real / seconds
         stats["train/padded_tokens_per_s"] = self.padded / seconds
         stats["train/pad_ratio"] = 1 - self.real / self.padded if self.padded else 0.0
-        if self.flops and self.device is not None:
+        if self.flops:
             stats["train/flops_per_s"] = self.flops / seconds
-            peak = peak_flops(self.device)
-            if peak:  # model FLOPs on real tokens (6N + 12LTd per token) over the peak
-                stats["train/mfu"] = mfu(self.flops / seconds, peak)
+            if self.peak:  # model FLOPs on real tokens (6N + 12LTd per token) over the peak
+                stats["train/mfu"] = mfu(self.flops / seconds, self.peak)
         self._reset()
         return stats
 
 
-def _pick_device(name: str, dist_info: distributed.DistInfo) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+def _pick_device(args: Any, dist_info: distributed.DistInfo) -> torch.device:
+    if args.uses_cuda():
         return torch.device("cuda", dist_info.local_rank)
     return torch.device("cpu")
 
