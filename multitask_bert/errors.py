@@ -13,3 +13,15 @@ class ConfigError(MultitaskBertError):
 
 class DataError(MultitaskBertError):
     """A data file is missing or malformed (names the file, the line and the field)."""
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``value`` for an error message: JSON (strings as ``repr``), cut to ``limit`` chars."""
+    import json
+
+    text = (
+        json.dumps(value, ensure_ascii=False, default=str)
+        if not isinstance(value, str)
+        else repr(value)
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."

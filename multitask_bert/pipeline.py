@@ -17,8 +17,8 @@ from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import CachedTask, tokenize_and_cache
 from multitask_bert.data.dataset import TaskDataset
 from multitask_bert.errors import ConfigError
-from multitask_bert.evaluation.baselines import majority_baselines
 from multitask_bert.evaluation.evaluator import Metrics
+from multitask_bert.evaluation.majority import majority_baselines
 from multitask_bert.models.multitask import MultiTaskModel, build_model, load_tokenizer
 from multitask_bert.tracking import TrackingLogger
 from multitask_bert.training.trainer import Trainer, TrainResult, evaluate_model

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-TaskType = Literal["sequence", "token"]
-HeadType = Literal["classification", "multilabel", "regression", "tagging"]
+from multitask_bert.heads.registry import HEAD_TYPES, head_type_class
+from multitask_bert.task_types.registry import TASK_TYPES, task_type_of
+
 TagScheme = Literal["IOB1", "IOB2", "BIOES"]
 SourceFormat = Literal["jsonl", "json", "csv", "tsv", "parquet", "conll", "hf"]
 SPLITS = ("train", "validation", "test")
@@ -40,17 +42,18 @@ _EXTENSION_FORMATS = {
     ".txt": "conll",
 }
 
-# The metric each head type reports as its *major* score (early stopping, promotion).
-DEFAULT_MAJOR_METRIC = {
-    "classification": "accuracy",
-    "multilabel": "micro_f1",
-    "regression": "pearson",
-    "tagging": "accuracy",  # a tagging head with a `scheme` uses entity "f1" instead
-}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _registered(value: object, known: dict) -> str:
+    """``value`` when it names a registered type; else the error pydantic gives a Literal."""
+    if isinstance(value, str) and value in known:
+        return value
+    names = [repr(name) for name in known]
+    expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
 
 
 class HeadSpec(_Strict):
@@ -58,9 +61,10 @@ class HeadSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")
     """Head name; also the log key (``task/head/metric``)."""
-    type: HeadType
+    type: str
     """``classification`` (one label), ``multilabel`` (a list of labels), ``regression``
-    (a float) or ``tagging`` (one label per word; token tasks only)."""
+    (a float), ``tagging`` (one label per word; token tasks only), or any head type
+    registered with :func:`multitask_bert.heads.register_head_type`."""
     column: str | None = None
     """Field of the example that holds this head's label(s); defaults to ``name``."""
     labels: list[str] | None = None
@@ -75,26 +79,27 @@ class HeadSpec(_Strict):
     major_metric: str | None = None
     """Metric used as this head's major score; defaults by head type."""
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: object) -> str:
+        return _registered(value, HEAD_TYPES)
+
     @property
     def field(self) -> str:
         return self.column or self.name
 
     @property
     def major(self) -> str:
-        if self.major_metric:
-            return self.major_metric
-        if self.type == "tagging" and self.scheme:
-            return "f1"
-        return DEFAULT_MAJOR_METRIC[self.type]
+        """The metric early stopping and promotion read (``major_metric`` or the type's)."""
+        return self.major_metric or head_type_class(self.type).default_major(self)
 
     @property
     def has_vocabulary(self) -> bool:
-        return self.type != "regression"
+        return head_type_class(self.type).has_vocabulary
 
     @model_validator(mode="after")
-    def _check_scheme(self) -> HeadSpec:
-        if self.scheme and self.type != "tagging":
-            raise ValueError(f"head {self.name!r}: `scheme` applies to tagging heads only")
+    def _check_options(self) -> HeadSpec:
+        head_type_class(self.type).check_spec(self)
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError(f"head {self.name!r}: `labels` has duplicates")
         return self
@@ -134,7 +139,7 @@ class TaskSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$")
     """Task name; also the log key prefix."""
-    type: TaskType
+    type: str
     """``sequence`` (one text or a text pair per example) or ``token`` (pre-split words)."""
     heads: list[HeadSpec] = Field(min_length=1)
     """One or more heads over the same examples."""
@@ -152,6 +157,11 @@ class TaskSpec(_Strict):
     base_dir: str | None = Field(default=None, exclude=True)
     """Folder relative paths are resolved against (set by the loader, not in YAML)."""
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: object) -> str:
+        return _registered(value, TASK_TYPES)
+
     @field_validator("train", "validation", "test", mode="before")
     @classmethod
     def _source_from_string(cls, value: object) -> object:
@@ -163,17 +173,18 @@ class TaskSpec(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"task {self.name!r}: head names must be unique, got {names}")
         for head in self.heads:
-            if self.type == "token" and head.type != "tagging":
-                raise ValueError(
-                    f"task {self.name!r}, head {head.name!r}: token tasks take `tagging` heads "
-                    f"only, not {head.type!r}"
+            takes = head_type_class(head.type).task_types
+            if self.type not in takes:
+                allowed = " or ".join(
+                    f"`{name}`" for name, kind in HEAD_TYPES.items() if self.type in kind.task_types
                 )
-            if self.type == "sequence" and head.type == "tagging":
                 raise ValueError(
-                    f"task {self.name!r}, head {head.name!r}: `tagging` needs `type: token`"
+                    f"task {self.name!r}, head {head.name!r}: {self.type} tasks take {allowed} "
+                    f"heads only, not {head.type!r} (`{head.type}` needs `type: "
+                    f"{' or '.join(takes)}`)"
                 )
         if self.text_fields is not None:
-            limit = 1 if self.type == "token" else 2
+            limit = task_type_of(self.type).max_text_fields
             if not 1 <= len(self.text_fields) <= limit:
                 raise ValueError(
                     f"task {self.name!r}: text_fields takes 1 to {limit} fields for a "

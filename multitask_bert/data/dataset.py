@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
-from multitask_bert.models.heads import IGNORE_INDEX
+from multitask_bert.heads import HeadType, build_head_type
 from multitask_bert.tasks import TaskSpec
 
 
@@ -72,9 +72,13 @@ class TaskDataset:
     pad_token_id: int = 0
     pad_to_multiple_of: int = 8
     _lengths: list[int] = field(default_factory=list, repr=False)
+    heads: dict[str, HeadType] = field(default_factory=dict, init=False, repr=False)
+    """The head type of every head, bound to its vocabulary."""
 
     def __post_init__(self) -> None:
         self._lengths = [int(x) for x in self.columns["length"]]
+        self.heads = {h.name: build_head_type(h, self.label_vocab.get(h.name))
+                      for h in self.task.heads}
 
     @classmethod
     def from_parquet(
@@ -116,20 +120,10 @@ class TaskDataset:
             torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
         ).long()
         labels: dict[str, torch.Tensor] = {}
-        for head in self.task.heads:
-            column = self.columns.get(f"label__{head.name}")
-            if column is None:
-                continue
-            values = [column[i] for i in indices]
-            if head.type == "tagging":
-                tags = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-                for row, value in enumerate(values):
-                    tags[row, : len(value)] = torch.tensor(value, dtype=torch.long)
-                labels[head.name] = tags
-            elif head.type == "classification":
-                labels[head.name] = torch.tensor(values, dtype=torch.long)
-            else:  # regression: floats; multilabel: multi-hot rows
-                labels[head.name] = torch.tensor(values, dtype=torch.float32)
+        for name, head in self.heads.items():
+            column = self.columns.get(head.column)
+            if column is not None:
+                labels[name] = head.collate([column[i] for i in indices], width)
         return Batch(
             task=self.task.name,
             input_ids=input_ids,

@@ -17,7 +17,7 @@ from torch import nn
 
 from multitask_bert.config import EncoderConfig
 from multitask_bert.errors import ConfigError
-from multitask_bert.models.heads import Head, build_head
+from multitask_bert.heads import HeadModule, build_head_type
 from multitask_bert.tasks import TaskSpec
 
 MODEL_FORMAT_VERSION = 1
@@ -69,8 +69,8 @@ class MultiTaskModel(nn.Module):
         for task in tasks:
             heads = nn.ModuleDict()
             for head in task.heads:
-                size = len(label_vocab.get(task.name, {}).get(head.name, [])) or 1
-                heads[head.name] = build_head(head.type, hidden, size, head.dropout)
+                labels = label_vocab.get(task.name, {}).get(head.name)
+                heads[head.name] = build_head_type(head, labels).build_module(hidden)
             self.heads[task.name] = heads
             self.loss_weights[task.name] = {h.name: h.loss_weight for h in task.heads}
         params = inspect.signature(encoder.forward).parameters
@@ -103,7 +103,7 @@ class MultiTaskModel(nn.Module):
         head_losses: dict[str, torch.Tensor] = {}
         loss: torch.Tensor | None = None
         for name, head in self.heads[task].items():
-            assert isinstance(head, Head)
+            assert isinstance(head, HeadModule)
             if head.reads == "tokens":
                 features = hidden
             else:

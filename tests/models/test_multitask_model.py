@@ -3,7 +3,7 @@ import torch
 
 from multitask_bert.config import EncoderConfig
 from multitask_bert.errors import ConfigError
-from multitask_bert.models.heads import build_head
+from multitask_bert.heads import head_type_class
 from multitask_bert.models.multitask import MultiTaskModel, build_model, load_tokenizer
 from multitask_bert.tasks import TaskSpec
 from tests.conftest import TINY_ENCODER
@@ -107,4 +107,4 @@ def test_missing_encoder_path_is_a_clear_error(tmp_path):
 
 def test_unknown_head_type():
     with pytest.raises(ValueError, match="unknown head type 'ranking'"):
-        build_head("ranking", 8, 2, 0.1)
+        head_type_class("ranking")

@@ -1,7 +1,7 @@
 import pytest
 
 from multitask_bert.data.dataset import TaskDataset
-from multitask_bert.evaluation.baselines import majority_baseline
+from multitask_bert.evaluation.majority import majority_baseline
 from multitask_bert.tasks import TaskSpec
 
 

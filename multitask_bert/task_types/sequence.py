@@ -1,0 +1,80 @@
+"""``sequence``: one text, or a pair of texts, per example; heads label the whole example."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from multitask_bert.errors import DataError, short_repr
+from multitask_bert.task_types.base import FieldFail, TaskType, input_columns
+from multitask_bert.task_types.registry import register_task_type
+
+if TYPE_CHECKING:
+    from multitask_bert.data.alignment import ChunkAlignment, RowWords
+    from multitask_bert.tasks import TaskSpec
+
+
+@register_task_type
+class SequenceTask(TaskType):
+    """Inputs ``text`` or ``text_a`` + ``text_b`` (or the fields ``text_fields`` names)."""
+
+    name = "sequence"
+    max_text_fields = 2
+
+    def input_fields(self, task: TaskSpec, first_row: dict[str, Any]) -> list[str]:
+        if task.text_fields:
+            return list(task.text_fields)
+        return ["text_a", "text_b"] if "text_a" in first_row else ["text"]
+
+    def normalize_inputs(self, row: dict[str, Any], fields: list[str], fail: FieldFail
+                         ) -> dict[str, Any]:
+        example = {}
+        for field in fields:
+            value = row[field]
+            if not isinstance(value, str):
+                raise fail(field, f"expected a string, got {type(value).__name__} "
+                           f"{short_repr(value)}", "Input text must be a string")
+            if not value.strip():
+                raise fail(field, "empty text", "Remove the row or give it text")
+            example[field] = value
+        return example
+
+    def example_shape(self, fields: list[str], head_fields: list[str]) -> str:
+        texts = ", ".join(f'"{f}": "..."' for f in fields)
+        return f"{{{texts}, " + ", ".join(f'"{h}": ...' for h in head_fields) + "}"
+
+    def encode_chunk(
+        self, backend: Any, chunk: list[dict[str, Any]], fields: list[str], max_length: int,
+        stats: dict[str, int],
+    ) -> tuple[dict[str, Any], ChunkAlignment | None]:
+        if len(fields) > 1:
+            first, second = fields
+            inputs = [(example[first], example[second]) for example in chunk]
+        else:
+            inputs = [example[fields[0]] for example in chunk]
+        encodings = backend.encode_batch(inputs, add_special_tokens=True)
+        columns, _ = input_columns(encodings, pairs=len(fields) > 1)
+        # only a full-length row can have been cut; its overflow then holds the cut sub-words
+        stats["truncated_examples"] += sum(
+            1 for encoding in encodings if len(encoding) >= max_length and encoding.overflowing
+        )
+        return columns, None
+
+    def encode_rows(
+        self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
+        first_row: int = 0,
+    ) -> tuple[Any, list[RowWords] | None]:
+        fields = self.input_fields(task, rows[0])
+        texts = [[_text(row, field, first_row + i) for field in fields]
+                 for i, row in enumerate(rows)]
+        columns = list(zip(*texts, strict=True))
+        encoding = tokenizer(*columns, truncation=True, max_length=max_length, padding=True,
+                             return_tensors="pt")
+        return encoding, None
+
+
+def _text(row: dict, field: str, index: int) -> str:
+    value = row.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"row {index + 1}: field {field!r} must be a non-empty string, "
+                        f"got {value!r}")
+    return value
