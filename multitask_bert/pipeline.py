@@ -1,142 +1,290 @@
-"""The steps of one run as plain functions: tokenise and cache, train, evaluate.
+"""The pipeline façade: the steps of one run, as plain functions the CLI and the flow share.
 
-The CLI calls them in a row; the Prefect flow wraps each in a task. Between steps travel
-paths and small dicts, never tensors.
+::
+
+    config = pipeline.resolve("configs/quickstart.yaml", ["training.epochs=1"])   # the door
+    run_dir = pipeline.start(config)       # writes <run>/config.yaml, read by every step
+    cached = pipeline.prepare(run_dir)     # tokenise and cache every task
+    trained = pipeline.train(run_dir)      # a supervised child process (retry-safe)
+    evaluation = pipeline.evaluate(run_dir)
+    registration = pipeline.register(run_dir, evaluation)
+
+Every step takes the run folder (or its ``config.yaml``, or a resolved config) and returns
+small JSON-able values, so a Prefect task passes paths, never tensors or re-serialised
+configs. ``train_experiment`` trains in this process instead (the CLI's ``train``, which
+``torchrun`` may start once per GPU).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from multitask_bert.config import ExperimentConfig
-from multitask_bert.data.cache import CachedTask, tokenize_and_cache
-from multitask_bert.data.dataset import TaskDataset
-from multitask_bert.errors import ConfigError
-from multitask_bert.evaluation.evaluator import Metrics
-from multitask_bert.evaluation.majority import majority_baselines
-from multitask_bert.models.multitask import MultiTaskModel, build_model, load_tokenizer
-from multitask_bert.tracking import TrackingLogger
-from multitask_bert.training.trainer import Trainer, TrainResult, evaluate_model
+from multitask_bert.data.cache import META_FILE, CachedTask, compute_fingerprint
+from multitask_bert.data.prepare import load_datasets, load_split, prepare_data, prepare_task
+from multitask_bert.errors import ConfigError, MultitaskBertError
+from multitask_bert.evaluation.evaluator import Metrics, flatten_metrics, major_score
+from multitask_bert.evaluation.plots import save_metric_plots
+from multitask_bert.evaluation.report import metrics_rows, run_summary_markdown
+from multitask_bert.evaluation.saved_model import evaluate_saved_model
+from multitask_bert.fingerprint import experiment_fingerprint
+from multitask_bert.models.multitask import load_tokenizer
+from multitask_bert.single_task import (
+    add_single_task_baselines,
+    comparison_markdown,
+    read_comparison,
+)
+from multitask_bert.tracking import create_logger, redact_uri
+from multitask_bert.training.experiment import train_model
+from multitask_bert.training.launcher import (
+    TrainingCrashed,
+    TrainingOutOfMemory,
+    UserInputError,
+    run_training,
+)
+from multitask_bert.training.trainer import TrainResult
+
+__all__ = [
+    "Evaluation",
+    "MultitaskBertError",
+    "TrainingCrashed",
+    "TrainingOutOfMemory",
+    "UserInputError",
+    "evaluate",
+    "evaluate_saved_model",
+    "load_datasets",
+    "load_split",
+    "prepare",
+    "prepare_data",
+    "prepare_task",
+    "redact_uri",
+    "register",
+    "register_run",
+    "resolve",
+    "run_config",
+    "run_with_baselines",
+    "start",
+    "task_fingerprint",
+    "tokenize_cache_key",
+    "train",
+    "train_experiment",
+    "unchanged_champion",
+]
 
 log = logging.getLogger("multitask_bert")
 
+RunRef = str | Path | ExperimentConfig
+"""A run: its folder, its ``config.yaml``, or its resolved config."""
 
-def prepare_task(config: ExperimentConfig, task_name: str, tokenizer=None) -> CachedTask:
-    """Tokenise one task's splits into the Parquet cache (a hit when nothing changed)."""
+
+# -- the door ---------------------------------------------------------------------------------
+def resolve(
+    config_path: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    root: str | Path | None = None,
+    run_name: str | None = None,
+) -> ExperimentConfig:
+    """Load an experiment YAML with ``key=value`` overrides and resolve it once (absolute run
+    and cache folders, tracking URI, experiment name; see :meth:`ExperimentConfig.resolve`).
+
+    Args:
+        config_path: the YAML; relative to ``root`` when relative.
+        overrides: ``key=value`` strings.
+        root: what relative paths are relative to (default: the working directory).
+        run_name: one sub-folder of the experiment's folder per run (the flow's runs); left
+            out when an override names ``output_dir`` (the user chose the folder).
+    """
+    if any(o.split("=", 1)[0].strip() == "output_dir" for o in overrides):
+        run_name = None
+    path = Path(config_path)
+    if root is not None and not path.is_absolute():
+        path = Path(root) / path
+    return ExperimentConfig.load(path, list(overrides)).resolve(root=root, run_name=run_name)
+
+
+def start(config: ExperimentConfig) -> Path:
+    """Write the resolved config into its run folder; returns the folder."""
+    config.write()
+    return config.run_dir
+
+
+def run_config(run: RunRef) -> ExperimentConfig:
+    """The resolved config of a run (see :data:`RunRef`)."""
+    if isinstance(run, ExperimentConfig):
+        return run.resolve()
+    return ExperimentConfig.load_run(run)
+
+
+# -- prepare ----------------------------------------------------------------------------------
+def prepare(run: RunRef, task_name: str | None = None) -> dict[str, CachedTask]:
+    """Tokenise every task (or one) into the Parquet cache; a hit when nothing changed."""
+    config = run_config(run)
+    if task_name is not None:
+        return {task_name: prepare_task(config, task_name)}
+    return prepare_data(config)
+
+
+def task_fingerprint(run: RunRef, task_name: str) -> str:
+    """The cache fingerprint of one task, without tokenising (raises on bad input)."""
+    config = run_config(run)
     task = config.task(task_name)
-    tokenizer = tokenizer or load_tokenizer(config.encoder.resolve_path())
-    return tokenize_and_cache(
-        task,
-        tokenizer,
-        max_length=config.max_length_for(task),
-        cache_dir=config.cache_path,
-        seed=config.training.seed,
-    )
-
-
-def prepare_data(config: ExperimentConfig, tokenizer=None) -> dict[str, CachedTask]:
-    tokenizer = tokenizer or load_tokenizer(config.encoder.resolve_path())
-    return {task.name: prepare_task(config, task.name, tokenizer) for task in config.tasks}
-
-
-def load_split(
-    config: ExperimentConfig, cached: CachedTask, split: str, pad_token_id: int
-) -> TaskDataset | None:
-    path = cached.splits.get(split)
-    if path is None:
-        return None
-    return TaskDataset.from_parquet(
-        path,
-        config.task(cached.task),
-        cached.label_vocab,
-        split=split,
-        pad_token_id=pad_token_id,
-        pad_to_multiple_of=config.training.pad_multiple(),
-    )
-
-
-def load_datasets(
-    config: ExperimentConfig, cached: dict[str, CachedTask], split: str, pad_token_id: int
-) -> dict[str, TaskDataset]:
-    datasets = {}
-    for name, entry in cached.items():
-        dataset = load_split(config, entry, split, pad_token_id)
-        if dataset is not None:
-            datasets[name] = dataset
-    return datasets
-
-
-def train_experiment(
-    config: ExperimentConfig,
-    cached: dict[str, CachedTask] | None = None,
-    logger: TrackingLogger | None = None,
-) -> TrainResult:
-    """Tokenise (or reuse the cache), build the model, train, write metrics and ``best/``."""
     tokenizer = load_tokenizer(config.encoder.resolve_path())
-    cached = cached or prepare_data(config, tokenizer)
-    pad = tokenizer.pad_token_id or 0
-    train_sets = load_datasets(config, cached, "train", pad)
-    eval_sets = load_datasets(config, cached, "validation", pad)
-    label_vocab = {name: entry.label_vocab for name, entry in cached.items()}
-    model = build_model(config.encoder, config.tasks, label_vocab, seed=config.training.seed)
-    trainer = Trainer(config, model, tokenizer, train_sets, eval_sets, logger=logger)
-    trainer.result.baseline = majority_baselines(train_sets, eval_sets)
-    try:
-        result = trainer.train()
-        for name, entry in cached.items():
-            trainer.logger.log_dict(entry.to_dict(), f"data/{name}.json")
-    finally:
-        trainer.close()
-    if config.baselines == "single_task":  # one model per task, same budget: compare
-        from multitask_bert.baselines import add_single_task_baselines
+    return compute_fingerprint(task, tokenizer, max_length=config.max_length_for(task),
+                               seed=config.training.seed)
 
+
+def tokenize_cache_key(run: RunRef, task_name: str) -> str | None:
+    """A key for caching the tokenisation of one task across runs: its data fingerprint plus
+    whether its cache entry still exists (a deleted entry must be rebuilt, not served stale).
+    None when the fingerprint cannot be computed (the step then runs and reports why)."""
+    try:
+        config = run_config(run)
+        fingerprint = task_fingerprint(config, task_name)
+    except Exception:
+        return None
+    entry = config.cache_path / task_name / fingerprint
+    return f"tokenize-{task_name}-{fingerprint}-{int((entry / META_FILE).is_file())}"
+
+
+def unchanged_champion(run: RunRef, data_fingerprints: dict[str, str], model_name: str
+                       ) -> dict[str, Any] | None:
+    """The champion when it was trained on exactly this experiment (config and data: the
+    same :func:`experiment_fingerprint`), else None. A run that finds one need not train."""
+    config = run_config(run)
+    champion = safe_find_champion(config, model_name)
+    fingerprint = experiment_fingerprint(config, data_fingerprints)
+    if champion and champion.get("config_hash") == fingerprint:
+        return champion
+    return None
+
+
+# -- train ------------------------------------------------------------------------------------
+def train(run: RunRef, *, on_line: Callable[[str], None] = print,
+          on_start: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
+    """Train in a supervised child process (:func:`multitask_bert.training.launcher.run_training`).
+
+    Returns the run folder, the tracking run and the scores; raises ``UserInputError``
+    (do not retry), ``TrainingOutOfMemory`` or ``TrainingCrashed`` (retry: it resumes)."""
+    config = run_config(run)
+    result = run_training(config.run_dir, on_line=on_line, on_start=on_start)
+    return {"run_dir": str(config.run_dir), "run_id": result.get("run_id"),
+            "best_score": result["best_score"], "score_metric": result["score_metric"],
+            "global_step": result["global_step"], "train_seconds": result["train_seconds"],
+            "best_step": result["best_step"],
+            "resumed_from_step": result.get("resumed_from_step")}
+
+
+def train_experiment(run: RunRef, cached: dict[str, CachedTask] | None = None,
+                     logger: Any = None) -> TrainResult:
+    """Train in this process (under ``torchrun``, once per rank): the model, then the
+    single-task baselines when ``baselines: single_task``."""
+    config = run_config(run)
+    result = train_model(config, cached, logger)
+    if config.baselines == "single_task":  # one model per task, same budget: compare
         add_single_task_baselines(config, result, cached)
     return result
 
 
-def evaluate_saved_model(
-    model_dir: str | Path,
-    config: ExperimentConfig,
-    split: str = "validation",
-    batch_size: int | None = None,
-) -> Metrics:
-    """Per-head metrics of a saved model on one split of the config's tasks."""
-    model = MultiTaskModel.load(model_dir)
-    tokenizer = load_tokenizer(model_dir)
-    datasets = {}
-    for task in config.tasks:
-        if task.name not in model.heads:
-            log.warning("task %s: not in the model (tasks: %s), skipped", task.name,
-                        model.task_names)
-            continue
-        if task.source(split) is None:
-            log.warning("task %s: no %s split, skipped", task.name, split)
-            continue
-        cached = tokenize_and_cache(task, tokenizer, max_length=config.max_length_for(task),
-                                    cache_dir=config.cache_path, seed=config.training.seed)
-        _check_vocab(task.name, model.label_vocab.get(task.name, {}), cached.label_vocab)
-        dataset = load_split(config, cached, split, tokenizer.pad_token_id or 0)
-        if dataset is not None:
-            datasets[task.name] = dataset
-    if not datasets:
-        raise ConfigError(f"nothing to evaluate: no task of the config has a {split!r} split "
-                          f"that the model knows (model tasks: {model.task_names})")
-    return evaluate_model(model, datasets, batch_size or config.training.eval_batch_size)
+def run_with_baselines(run: RunRef, cached: dict[str, CachedTask] | None = None
+                       ) -> tuple[TrainResult, dict[str, Any]]:
+    """Train the multi-task model, then its single-task baselines, and compare them.
+
+    Returns:
+        The multi-task result and the report of
+        :func:`multitask_bert.single_task.add_single_task_baselines`.
+    """
+    config = run_config(run)
+    cached = cached or prepare_data(config)
+    result = train_experiment(config, cached)
+    # train_experiment trains the baselines itself when config.baselines == "single_task"
+    report = read_comparison(config.run_dir)  # (metrics.json is rewritten by every training)
+    if report is None:
+        return result, add_single_task_baselines(config, result, cached)
+    return result, {**report, "markdown": comparison_markdown(report["comparison"])}
 
 
-def _check_vocab(task: str, model_vocab: dict, data_vocab: dict) -> None:
-    for head, labels in data_vocab.items():
-        if model_vocab.get(head) != labels:
-            raise ConfigError(
-                f"task {task}, head {head}: the model was trained with labels "
-                f"{model_vocab.get(head)} but the data gives {labels}; evaluate with the "
-                "config the model was trained with (runs/<name>/config.yaml)"
-            )
+# -- evaluate ---------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` found; JSON-able (``to_dict``)."""
+
+    metrics: dict[str, Metrics]
+    """``{split: {task: {head: {metric: value}}}}`` (validation, and test where labelled)."""
+    score: float
+    """The major validation score (``training.early_stopping.metric``)."""
+    champion: dict[str, Any] | None
+    """The registered champion before this run, if any."""
+    table: list[dict[str, Any]] = field(default_factory=list)
+    """One row per split, task, head and metric (4 decimals)."""
+    baselines_markdown: str | None = None
+    """The multi-task vs single-task comparison, when the run trained baselines."""
+    plots: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(run: RunRef, model_name: str = "multitask-bert",
+             on_warning: Callable[[str], None] = log.warning) -> Evaluation:
+    """Per-head metrics of the run's best model on validation and labelled test splits;
+    plots; metrics to the run's tracking run; ``<run>/evaluation.json``."""
+    config = run_config(run)
+    run_dir = config.run_dir
+    model_dir = run_dir / "best"
+    metrics: dict[str, Metrics] = {"validation": evaluate_saved_model(model_dir, config)}
+    if any(t.test is not None for t in config.tasks):
+        try:
+            metrics["test"] = evaluate_saved_model(model_dir, config, split="test")
+        except MultitaskBertError as exc:
+            on_warning(f"test split not evaluated: {exc}")
+    heads = {t.name: list(t.heads) for t in config.tasks if t.name in metrics["validation"]}
+    score = major_score(metrics["validation"], config.training.early_stopping.metric, heads)
+    champion = safe_find_champion(config, model_name, on_warning)
+    table = [{"split": split, "task": t, "head": h, "metric": m, "value": round(v, 4)}
+             for split, values in metrics.items() for t, h, m, v in metrics_rows(values)]
+    report = read_comparison(run_dir)
+    plots = save_metric_plots(metrics["validation"], run_dir / "plots")
+    trained = _metrics_json(run_dir)
+    if trained.get("run_id") and config.logging.backend in ("mlflow", "both"):
+        tracker = create_logger("mlflow", output_dir=run_dir,
+                                experiment_name=config.logging.experiment_name or config.name,
+                                run_name=config.name, tracking_uri=config.logging.tracking_uri,
+                                resume_run_id=trained["run_id"])
+        try:
+            for split, values in metrics.items():
+                tracker.log_metrics(flatten_metrics(values, prefix=split), step=0)
+            for plot in plots:
+                tracker.log_artifact(plot, "plots")
+            tracker.log_dict(metrics, "evaluation.json")
+        finally:
+            tracker.close()
+    (run_dir / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    return Evaluation(metrics=metrics, score=score, champion=champion, table=table,
+                      baselines_markdown=comparison_markdown(report["comparison"])
+                      if report else None, plots=[str(p) for p in plots])
+
+
+# -- register ---------------------------------------------------------------------------------
+def register(run: RunRef, evaluation: Evaluation | dict[str, Any],
+             model_name: str = "multitask-bert", extra_tags: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """Register the run's best model with the evaluated score; the result has the version,
+    its aliases, the promotion decision and ``summary_markdown`` (for a run summary)."""
+    config = run_config(run)
+    evaluated = evaluation.to_dict() if isinstance(evaluation, Evaluation) else evaluation
+    registration = register_run(config.run_dir, model_name=model_name, config=config,
+                                score=evaluated["score"], extra_tags=extra_tags)
+    registration["summary_markdown"] = run_summary_markdown(
+        config.name, config.training.early_stopping.metric, evaluated, registration,
+        redact_uri(config.logging.tracking_uri or ""))
+    return registration
 
 
 def register_run(
@@ -152,23 +300,17 @@ def register_run(
     registry version (alias ``challenger``) and move ``champion`` when its score is at least
     the champion's on the same validation data (re-scoring the champion if the data
     changed). Works later and alone, e.g. after the tracking server was down."""
-    from multitask_bert.data.cache import compute_fingerprint
-    from multitask_bert.evaluation.evaluator import major_score
-    from multitask_bert.registry import log_model, register
-    from multitask_bert.tracking import default_tracking_uri
+    from multitask_bert.registry import log_model
+    from multitask_bert.registry import register as register_version
 
     run_dir = Path(run_dir)
     if not (run_dir / "best" / "model.safetensors").is_file():
         raise ConfigError(f"{run_dir}: no trained model in best/; train first, or pass the "
                           "run folder that holds metrics.json and best/")
-    config = config or ExperimentConfig.load(run_dir / "config.yaml")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    # the run folder's config has credentials redacted ("***"): prefer the environment's URI
-    configured = config.logging.tracking_uri
-    if configured and "***" in configured:
-        configured = None
-    tracking_uri = (tracking_uri or configured or os.environ.get("MLFLOW_TRACKING_URI")
-                    or default_tracking_uri(run_dir))
+    config = config or ExperimentConfig.load_run(run_dir)
+    metrics = _metrics_json(run_dir)
+    tracking_uri = tracking_uri or config.logging.tracking_uri
+    assert tracking_uri is not None  # resolved
     score = metrics["best_score"] if score is None else score
     tokenizer = load_tokenizer(run_dir / "best")
     fingerprints = {
@@ -189,14 +331,14 @@ def register_run(
         heads = {t.name: list(t.heads) for t in config.tasks if t.name in champion_metrics}
         return major_score(champion_metrics, config.training.early_stopping.metric, heads)
 
-    result = register(
+    result = register_version(
         model_uri,
         tracking_uri=tracking_uri,
         model_name=model_name,
         score=score,
         score_metric=config.training.early_stopping.metric,
         data_fingerprints=fingerprints,
-        config_hash=config.content_hash(),
+        config_hash=experiment_fingerprint(config, fingerprints),
         git_commit=git_commit(),
         extra_tags={"run_dir": str(run_dir), **(extra_tags or {})},
         rescore_champion=rescore,
@@ -221,13 +363,33 @@ def download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:
     raise FileNotFoundError(f"no multitask-bert model folder inside {model_uri}")
 
 
+def safe_find_champion(config: ExperimentConfig, model_name: str,
+                       on_warning: Callable[[str], None] = log.warning) -> dict | None:
+    """The registered champion's description, or None (also when the store cannot be read:
+    then with a warning, URI redacted)."""
+    from multitask_bert.registry import find_champion
+
+    uri = config.logging.tracking_uri or ""
+    try:
+        return find_champion(uri, model_name)
+    except Exception as exc:
+        on_warning(f"no champion found in {redact_uri(uri)} ({exc})")
+        return None
+
+
 def git_commit() -> str | None:
+    """The commit of the code, when it runs from a git checkout."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                               capture_output=True, text=True, check=True,
                               timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _metrics_json(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _run_exists(tracking_uri: str, run_id: str | None) -> bool:
@@ -241,3 +403,4 @@ def _run_exists(tracking_uri: str, run_id: str | None) -> bool:
         return True
     except MlflowException:
         return False
+

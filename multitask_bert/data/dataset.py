@@ -74,6 +74,8 @@ class TaskDataset:
     _lengths: list[int] = field(default_factory=list, repr=False)
     heads: dict[str, HeadType] = field(default_factory=dict, init=False, repr=False)
     """The head type of every head, bound to its vocabulary."""
+    fingerprint: str | None = field(default=None, init=False)
+    """The cache entry's data fingerprint, when loaded from the cache."""
 
     def __post_init__(self) -> None:
         self._lengths = [int(x) for x in self.columns["length"]]
@@ -96,6 +98,11 @@ class TaskDataset:
 
     def __len__(self) -> int:
         return len(self._lengths)
+
+    @property
+    def identity(self) -> str:
+        """What identifies the data: the cache fingerprint, else its size and token count."""
+        return self.fingerprint or f"rows:{len(self)}:{sum(self._lengths)}"
 
     @property
     def lengths(self) -> list[int]:

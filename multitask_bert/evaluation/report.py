@@ -34,3 +34,34 @@ def format_metrics_table(
                 cells.append(f"{value:>9.4f}" if isinstance(value, (int, float)) else " " * 9)
             lines.append(f"{task:<16} {head:<12} " + " ".join(cells))
     return "\n".join(lines)
+
+
+def run_summary_markdown(
+    name: str,
+    score_metric: str,
+    evaluated: dict[str, Any],
+    registration: dict[str, Any],
+    tracking_uri: str,
+) -> str:
+    """The run summary: score, champion before, aliases, decision, per-head validation table.
+
+    Args:
+        name: the experiment's name.
+        score_metric: what the score is (``mean``, ``task/head``...).
+        evaluated: ``{"score", "champion", "metrics": {"validation": Metrics}}``.
+        registration: ``{"model_name", "version", "aliases", "reason"}``.
+        tracking_uri: where the run is tracked (already redacted).
+    """
+    champion = evaluated.get("champion") or {}
+    lines = [f"# {name}: {registration['model_name']} v{registration['version']}",
+             "", f"**Score** ({score_metric}, validation): {evaluated['score']:.4f}"]
+    if champion:
+        lines.append(f"**Champion before this run**: v{champion['version']}, score "
+                     f"{champion.get('score')}")
+    lines += [f"**Aliases**: {', '.join(registration['aliases'])}",
+              f"**Decision**: {registration['reason']}", "",
+              "| task | head | metric | validation |", "|---|---|---|---|"]
+    for task_name, head, metric, value in metrics_rows(evaluated["metrics"]["validation"]):
+        lines.append(f"| {task_name} | {head} | {metric} | {value:.4f} |")
+    lines += ["", f"MLflow: `{tracking_uri}`"]
+    return "\n".join(lines)

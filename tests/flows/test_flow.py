@@ -118,15 +118,15 @@ def test_flow_end_to_end(prefect_harness, workspace):
 def test_changed_data_file_misses_the_tokenize_cache(prefect_harness, workspace):
     from prefect import flow
 
-    from flows.train_multitask import TrainParameters, load_config, tokenize_task
+    from flows.train_multitask import tokenize_task
+    from multitask_bert import pipeline
 
     @flow
-    def tokenize_all(config: dict):
+    def tokenize_all(config: str):
         return {t: tokenize_task(config, t, return_state=True).name for t in SAMPLE_TASKS}
 
-    experiment = load_config(TrainParameters(config_path=str(workspace / "flowtest.yaml")))
-    config = experiment.model_dump(mode="json")
-    config["tasks"] = experiment.to_dict()["tasks"]
+    resolved = pipeline.resolve(workspace / "flowtest.yaml", run_name="tokenize-only")
+    config = str(pipeline.start(resolved) / "config.yaml")
     first = tokenize_all(config)
     assert set(first.values()) <= {"Completed", "Cached"}
     again = tokenize_all(config)

@@ -6,8 +6,9 @@ import json
 import pytest
 import yaml
 
-from multitask_bert.baselines import compare, comparison_markdown, run_with_baselines
 from multitask_bert.cli import main
+from multitask_bert.pipeline import run_with_baselines
+from multitask_bert.single_task import compare, comparison_markdown
 
 
 def _recorded(run_dir):

@@ -4,7 +4,7 @@ For every task of an experiment, train the same encoder on that task alone, with
 budget (the same number of epochs over the task's data, the same batch size for the task)
 and the same hyper-parameters, then compare every head's best validation score::
 
-    result = train_experiment(config)                       # the multi-task model
+    result = train_model(config)                             # the multi-task model
     report = add_single_task_baselines(config, result)      # one model per task, compared
     print(report["markdown"])
 
@@ -20,18 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from multitask_bert.atomic import write_json_atomic
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import CachedTask
 from multitask_bert.evaluation.evaluator import Metrics
 from multitask_bert.tasks import TaskSpec
-from multitask_bert.tracking import TrackingLogger, create_logger, default_tracking_uri
+from multitask_bert.tracking import TrackingLogger, create_logger
+from multitask_bert.training import distributed
+from multitask_bert.training.experiment import train_model
 from multitask_bert.training.trainer import TrainResult
 
-log = logging.getLogger("multitask_bert.baselines")
+log = logging.getLogger("multitask_bert.single_task")
 
 BASELINES_DIR = "baselines"
 """Sub-folder of the multi-task run that holds one run folder per single-task baseline."""
@@ -42,6 +44,7 @@ def single_task_config(config: ExperimentConfig, task_name: str) -> ExperimentCo
     """``config`` restricted to one task: same encoder, hyper-parameters and seed; the
     task's own batch size; output in ``<run>/baselines/<task>``; tracked in the same MLflow
     store and experiment as the multi-task run (run name ``<name>-single-<task>``)."""
+    config = config.resolve()  # the store and experiment of the multi-task run
     task = config.task(task_name)
     training = config.training
     metric = training.early_stopping.metric
@@ -55,16 +58,10 @@ def single_task_config(config: ExperimentConfig, task_name: str) -> ExperimentCo
         "task_batch_size": {k: v for k, v in training.task_batch_size.items() if k == task_name},
         "early_stopping": training.early_stopping.model_copy(update={"metric": metric}),
     })
-    logging_config = config.logging.model_copy(update={
-        "experiment_name": config.logging.experiment_name or config.name,
-        # pinned: the default store is relative to the output folder, which moves here
-        "tracking_uri": config.logging.tracking_uri or default_tracking_uri(config.run_dir),
-    })
     return config.model_copy(update={
         "name": f"{config.name}-single-{task_name}",
         "tasks": [task],
         "training": training,
-        "logging": logging_config,
         "output_dir": str(config.run_dir / BASELINES_DIR / task_name),
         "baselines": "none",
     })
@@ -78,22 +75,20 @@ def train_single_task_baselines(
 
     Args:
         config: the multi-task experiment.
-        cached: tokenised tasks from :func:`multitask_bert.pipeline.prepare_data` (reused;
+        cached: tokenised tasks from :func:`multitask_bert.data.prepare.prepare_data` (reused;
             tokenised here when None).
 
     Returns:
         ``{task: {head: {metric: value}}}``: each single-task run's best validation metrics
         (also in ``<run>/baselines/<task>/metrics.json`` under ``best``).
     """
-    from multitask_bert.pipeline import train_experiment
-
     single: Metrics = {}
     for task in config.tasks:
         task_config = single_task_config(config, task.name)
         log.info("single-task baseline %d/%d: %s -> %s", len(single) + 1, len(config.tasks),
                  task.name, task_config.run_dir)
         task_cached = {task.name: cached[task.name]} if cached and task.name in cached else None
-        result = train_experiment(task_config, task_cached)
+        result = train_model(task_config, task_cached)
         single[task.name] = result.best.get(task.name, {})
     return single
 
@@ -161,7 +156,7 @@ def write_comparison(
         "runs": {task: str(run_dir / BASELINES_DIR / task) for task in (single_task or {})},
     }
     data["baselines"] = report
-    _write_json_atomic(metrics_file, data)
+    write_json_atomic(metrics_file, data)
     markdown = comparison_markdown(rows)
     markdown_file = run_dir / BASELINES_DIR / "comparison.md"
     markdown_file.parent.mkdir(parents=True, exist_ok=True)
@@ -189,12 +184,6 @@ def read_comparison(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(metrics_file.read_text()).get("baselines")
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=float))
-    os.replace(tmp, path)
-
-
 # -- the whole step -----------------------------------------------------------------------
 def add_single_task_baselines(
     config: ExperimentConfig,
@@ -214,8 +203,6 @@ def add_single_task_baselines(
     Returns:
         ``{"single_task": Metrics, "comparison": rows, "markdown": table}``.
     """
-    from multitask_bert.training import distributed
-
     if isinstance(multi, TrainResult):
         run_id = run_id or multi.run_id
         multi = multi.best
@@ -244,7 +231,7 @@ def _reopen_logger(config: ExperimentConfig, run_id: str | None) -> TrackingLogg
         return create_logger(
             backend,
             output_dir=config.run_dir,
-            experiment_name=config.logging.experiment_name or config.name,
+            experiment_name=config.logging.experiment_name,
             run_name=config.name,
             tracking_uri=config.logging.tracking_uri,
             resume_run_id=run_id if backend in ("mlflow", "both") else None,
@@ -253,22 +240,3 @@ def _reopen_logger(config: ExperimentConfig, run_id: str | None) -> TrackingLogg
         log.warning("comparison not logged to the tracking run %s (%s); it is in "
                     "%s/metrics.json", run_id, exc, config.run_dir)
         return None
-
-
-def run_with_baselines(
-    config: ExperimentConfig, cached: dict[str, CachedTask] | None = None
-) -> tuple[TrainResult, dict[str, Any]]:
-    """Train the multi-task model, then its single-task baselines, and compare them.
-
-    Returns:
-        The multi-task result and the report of :func:`add_single_task_baselines`.
-    """
-    from multitask_bert.pipeline import prepare_data, train_experiment
-
-    cached = cached or prepare_data(config)
-    result = train_experiment(config, cached)
-    # train_experiment trains the baselines itself when config.baselines == "single_task"
-    report = read_comparison(config.run_dir)  # (metrics.json is rewritten by every training)
-    if report is None:
-        return result, add_single_task_baselines(config, result, cached)
-    return result, {**report, "markdown": comparison_markdown(report["comparison"])}

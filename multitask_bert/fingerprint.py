@@ -1,0 +1,61 @@
+"""What a trained model depends on, as one hash: the experiment fingerprint.
+
+``experiment_fingerprint(config, data)`` hashes the resolved config minus
+:data:`NOT_IN_FINGERPRINT` (settings that change where things go or how fast, never the
+model) plus the fingerprint of each task's tokenised data (the cache entry's, which covers the
+raw bytes, the task spec, the tokenizer and ``max_length``). One function serves:
+
+* the checkpoint check: a run folder's checkpoints resume only an experiment with the same
+  fingerprint (anything else is refused, naming the fix);
+* the registry's "unchanged, skip" rule: a run whose fingerprint equals the champion's
+  (version tag ``config_hash``) is not trained again unless forced.
+
+The tokenised-data cache keys its entries by the per-task data fingerprint
+(:func:`multitask_bert.data.cache.compute_fingerprint`) that this one includes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multitask_bert.config import ExperimentConfig
+
+NOT_IN_FINGERPRINT: dict[str, str] = {
+    "output_dir": "where the run folder is",
+    "cache_dir": "where tokenised data is cached",
+    "logging": "where and how often metrics are tracked",
+    "training.progress_bar": "display only",
+    "training.resume": "whether to continue from a checkpoint, not what is trained",
+    "training.checkpoint_every_n_steps": "how often state is saved",
+    "training.keep_checkpoints": "how many checkpoints are kept",
+    "training.num_threads": "CPU threads: speed only",
+    "training.eval_batch_size": "evaluation speed and memory only",
+}
+"""Config keys the fingerprint leaves out, each with why. Everything else is in."""
+
+
+def config_for_fingerprint(config: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain data, without :data:`NOT_IN_FINGERPRINT`."""
+    data = config.to_dict()
+    for dotted in NOT_IN_FINGERPRINT:
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(last, None)
+    for task in data["tasks"]:  # data content is in the data fingerprints, not the paths
+        for split in ("train", "validation", "test"):
+            if task.get(split):
+                task[split].pop("path", None)
+    return data
+
+
+def experiment_fingerprint(config: ExperimentConfig, data: Mapping[str, str]) -> str:
+    """16 hex digits of sha256 over the config (see :data:`NOT_IN_FINGERPRINT`) and the
+    per-task data fingerprints ``{task: fingerprint}``."""
+    payload = {"config": config_for_fingerprint(config), "data": dict(sorted(data.items()))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
