@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from multitask_bert.atomic import write_json_atomic
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.batching import epoch_rng, plan_batches
 from multitask_bert.data.dataset import Batch, TaskDataset
@@ -402,7 +402,7 @@ class Trainer:
 
     def _write_metrics(self) -> None:
         if self.dist.is_main:
-            _write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
+            write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
 
     def _log_start(self) -> None:
         # credentials in a tracking URI never reach the run folder or the tracking server
@@ -575,12 +575,6 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, args: Any, total_steps: i
     name = {"constant": "constant_with_warmup"}.get(args.scheduler, args.scheduler)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup,
                          num_training_steps=total_steps)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=float))
-    os.replace(tmp, path)
 
 
 def _training_fingerprint(config: ExperimentConfig, datasets: dict[str, TaskDataset]) -> str:
