@@ -46,6 +46,7 @@ from multitask_bert.training.mfu import (
     mfu,
     sequence_flops,
 )
+from multitask_bert.training.optim import build_optimizer, build_scheduler
 from multitask_bert.training.result import TrainResult
 from multitask_bert.training.sampling import build_sampler
 
@@ -109,9 +110,9 @@ class Trainer:
         )
         total = self.steps_per_epoch * self.args.epochs
         self.total_steps = min(total, self.args.max_steps or total)
-        self.optimizer = _build_optimizer(model, self.args.learning_rate,
-                                          self.args.weight_decay, self.device)
-        self.scheduler = _build_scheduler(self.optimizer, self.args, self.total_steps)
+        self.optimizer = build_optimizer(model, self.args.learning_rate,
+                                         self.args.weight_decay, self.device)
+        self.scheduler = build_scheduler(self.optimizer, self.args, self.total_steps)
         stopping = self.args.early_stopping
         mode = stopping.mode or (
             "min" if stopping.metric.rsplit("/", 1)[-1] in _LOWER_IS_BETTER else "max"
@@ -518,34 +519,6 @@ def _pick_device(args: Any, dist_info: distributed.DistInfo) -> torch.device:
     if args.uses_cuda():
         return torch.device("cuda", dist_info.local_rank)
     return torch.device("cpu")
-
-
-def _build_optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device
-) -> torch.optim.Optimizer:
-    """AdamW; biases and LayerNorm weights (every 1-D parameter) get no weight decay."""
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # fused: one kernel over all parameters. On CPU too: a MiniLM step() took 18 ms fused
-    # vs 115 ms with the default for-each loop (benchmarks/RESULTS.md, profile section).
-    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cuda", "cpu"))
-
-
-def _build_scheduler(optimizer: torch.optim.Optimizer, args: Any, total_steps: int) -> Any:
-    from transformers import get_scheduler
-
-    warmup = args.warmup_steps
-    if warmup is None:
-        warmup = math.ceil(args.warmup_ratio * total_steps)
-    name = {"constant": "constant_with_warmup"}.get(args.scheduler, args.scheduler)
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup,
-                         num_training_steps=total_steps)
 
 
 def _training_fingerprint(config: ExperimentConfig, datasets: dict[str, TaskDataset]) -> str:
