@@ -40,15 +40,13 @@ from multitask_bert.training.checkpoint import (
     save_checkpoint,
 )
 from multitask_bert.training.early_stopping import EarlyStopping
-from multitask_bert.training.mfu import (
-    gpu_peak_flops,
-    measure_cpu_peak_flops,
-    mfu,
-    sequence_flops,
-)
+from multitask_bert.training.meter import ThroughputMeter, peak_flops
 from multitask_bert.training.optim import build_optimizer, build_scheduler
 from multitask_bert.training.result import TrainResult
 from multitask_bert.training.sampling import build_sampler
+
+# TrainResult and peak_flops moved to their own modules; importing them from here still works.
+__all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "peak_flops"]
 
 log = logging.getLogger("multitask_bert.training")
 
@@ -198,7 +196,7 @@ class Trainer:
             self._log_start()
             # dropout draws from the global RNG: same seed, same run (one stream per rank)
             torch.manual_seed(args.seed + self.dist.rank)
-        meter = _ThroughputMeter(self.train_datasets, self.model.encoder.config, self.device)
+        meter = ThroughputMeter(self.train_datasets, self.model.encoder.config, self.device)
         progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
         started, done = time.perf_counter(), self.global_step >= self.total_steps
@@ -396,7 +394,7 @@ class Trainer:
                  self.config.name, ", ".join(self.train_datasets), self.total_steps,
                  self.steps_per_epoch, self.device)
 
-    def _log_train(self, meter: _ThroughputMeter, progress: tqdm) -> None:
+    def _log_train(self, meter: ThroughputMeter, progress: tqdm) -> None:
         stats = meter.flush()
         for task in self.train_datasets:
             value = stats.get(f"train/{task}/loss", 0.0)
@@ -449,70 +447,6 @@ def evaluate_model(
             results[name] = {head: acc.compute() for head, acc in accumulators.items()}
     model.train(was_training)
     return results
-
-
-_PEAK_FLOPS: dict[str, float | None] = {}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """The device's peak FLOP/s for MFU: datasheet dense bf16 on GPU; on CPU a matmul
-    measured once in this process (fp32, torch's thread count)."""
-    key = str(device)
-    if key not in _PEAK_FLOPS:
-        if device.type == "cuda":
-            _PEAK_FLOPS[key] = gpu_peak_flops(torch.cuda.get_device_name(device))
-        else:
-            _PEAK_FLOPS[key] = measure_cpu_peak_flops(seconds=0.3)
-    return _PEAK_FLOPS[key]
-
-
-class _ThroughputMeter:
-    """Loss per task, tokens/s and MFU since the last flush."""
-
-    def __init__(self, datasets: dict[str, TaskDataset], encoder_config: Any = None,
-                 device: torch.device | None = None) -> None:
-        self.tasks = list(datasets)
-        self.encoder_config = encoder_config
-        # looked up (on CPU: measured, once per process) before any step is timed
-        self.peak = (peak_flops(device) if encoder_config is not None and device is not None
-                     else None)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.loss_sum: dict[str, torch.Tensor] = {}
-        self.batches = dict.fromkeys(self.tasks, 0)
-        self.samples = self.real = self.padded = 0
-        self.flops = 0.0
-        self.since = time.perf_counter()
-
-    def add(self, task: str, loss: torch.Tensor, batch: Batch) -> None:
-        self.loss_sum[task] = self.loss_sum.get(task, 0) + loss.float()
-        self.batches[task] += 1
-        self.samples += len(batch.indices)
-        self.real += batch.real_tokens
-        self.padded += batch.padded_tokens
-        if self.encoder_config is not None and batch.lengths:
-            self.flops += sequence_flops(self.encoder_config, batch.lengths)
-
-    def flush(self) -> dict[str, float]:
-        seconds = max(time.perf_counter() - self.since, 1e-9)
-        per_task = {t: float(v) / self.batches[t] for t, v in self.loss_sum.items()}
-        total_batches = sum(self.batches.values())
-        stats = {f"train/{t}/loss": v for t, v in per_task.items()}
-        stats["train/loss"] = (
-            sum(float(v) for v in self.loss_sum.values()) / total_batches
-            if total_batches else float("nan")
-        )
-        stats["train/samples_per_s"] = self.samples / seconds
-        stats["train/tokens_per_s"] = self.real / seconds
-        stats["train/padded_tokens_per_s"] = self.padded / seconds
-        stats["train/pad_ratio"] = 1 - self.real / self.padded if self.padded else 0.0
-        if self.flops:
-            stats["train/flops_per_s"] = self.flops / seconds
-            if self.peak:  # model FLOPs on real tokens (6N + 12LTd per token) over the peak
-                stats["train/mfu"] = mfu(self.flops / seconds, self.peak)
-        self._reset()
-        return stats
 
 
 def _pick_device(args: Any, dist_info: distributed.DistInfo) -> torch.device:
