@@ -24,12 +24,8 @@ from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.batching import epoch_rng, plan_batches
 from multitask_bert.data.dataset import Batch, TaskDataset
 from multitask_bert.errors import ConfigError, MultitaskBertError
-from multitask_bert.evaluation.evaluator import (
-    HeadAccumulator,
-    Metrics,
-    flatten_metrics,
-    major_score,
-)
+from multitask_bert.evaluation.evaluator import Metrics, flatten_metrics, major_score
+from multitask_bert.evaluation.loop import evaluate_model
 from multitask_bert.models.multitask import MultiTaskModel
 from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger, redact_uri
 from multitask_bert.training import distributed
@@ -45,8 +41,8 @@ from multitask_bert.training.optim import build_optimizer, build_scheduler
 from multitask_bert.training.result import TrainResult
 from multitask_bert.training.sampling import build_sampler
 
-# TrainResult and peak_flops moved to their own modules; importing them from here still works.
-__all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "peak_flops"]
+# Moved to their own modules; importing them from here keeps working.
+__all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "evaluate_model", "peak_flops"]
 
 log = logging.getLogger("multitask_bert.training")
 
@@ -411,42 +407,6 @@ class Trainer:
         progress.set_postfix(loss=f"{stats['train/loss']:.4f}",
                              samples_s=f"{stats['train/samples_per_s']:.0f}",
                              tok_s=f"{stats['train/tokens_per_s']:.0f}", refresh=False)
-
-
-def evaluate_model(
-    model: MultiTaskModel,
-    datasets: dict[str, TaskDataset],
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    autocast: Any = None,
-    dist_info: distributed.DistInfo | None = None,
-) -> Metrics:
-    """Per-head metrics of ``model`` on each dataset, batch by batch. Under torchrun each rank
-    evaluates every world-size-th batch and the predictions are gathered."""
-    dist_info = dist_info or distributed.DistInfo()
-    was_training = model.training
-    model.eval()
-    results: Metrics = {}
-    with torch.inference_mode():
-        for name, dataset in datasets.items():
-            accumulators = {
-                head.name: HeadAccumulator(head, dataset.label_vocab.get(head.name))
-                for head in dataset.task.heads
-            }
-            batches = plan_batches(dataset.lengths, batch_size, rng=None)
-            for indices in batches[dist_info.rank :: dist_info.world_size]:
-                batch = dataset.collate(indices).to(device)
-                with autocast or contextlib.nullcontext():
-                    out = model(batch.input_ids, batch.attention_mask, task_id=name,
-                                token_type_ids=batch.token_type_ids)
-                for head, accumulator in accumulators.items():
-                    accumulator.update(out.logits[head].float().cpu(), batch.to("cpu"), dataset)
-            if dist_info.enabled:
-                for acc in accumulators.values():
-                    acc.merge(distributed.gather_objects(acc.state(), dist_info))
-            results[name] = {head: acc.compute() for head, acc in accumulators.items()}
-    model.train(was_training)
-    return results
 
 
 def _pick_device(args: Any, dist_info: distributed.DistInfo) -> torch.device:
