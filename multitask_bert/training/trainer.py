@@ -35,6 +35,7 @@ from multitask_bert.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from multitask_bert.training.control import Actions, TrainingControl
 from multitask_bert.training.early_stopping import EarlyStopping
 from multitask_bert.training.meter import ThroughputMeter, peak_flops
 from multitask_bert.training.optim import build_optimizer, build_scheduler
@@ -188,6 +189,8 @@ class Trainer:
 
         Resumes from the newest checkpoint in the output folder when there is one."""
         args, accum = self.args, self.args.gradient_accumulation_steps
+        control = TrainingControl.from_config(args, self.config.logging.log_every_n_steps,
+                                              self.total_steps)
         if self.resumed_from is None:
             self._log_start()
             # dropout draws from the global RNG: same seed, same run (one stream per rank)
@@ -195,11 +198,12 @@ class Trainer:
         meter = ThroughputMeter(self.train_datasets, self.model.encoder.config, self.device)
         progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
-        started, done = time.perf_counter(), self.global_step >= self.total_steps
+        started, act = time.perf_counter(), control.at_start(self.global_step, self.epoch)
         self.model.train()
-        while self.epoch < args.epochs and not done:
+        while not act.stop:
             plan = self.epoch_plan(self.epoch)
             for start in range(self._window, len(plan), accum):
+                # pick tasks: the step's window of the epoch plan (one batch of one task each)
                 window = plan[start : start + accum]
                 # forward/backward: the window's batches (any tasks) sum into one step
                 for i, (task, indices) in enumerate(window):
@@ -220,36 +224,37 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                self.global_step += 1
-                self._window = start + accum
+                self.global_step, self._window = self.global_step + 1, start + accum
                 progress.update()
+                act = control.after_step(self.global_step, self.epoch)
                 # log (reading the loss is a device sync point: only every N steps)
-                if self.global_step % self.config.logging.log_every_n_steps == 0:
+                if act.log:
                     self._log_train(meter, progress)
-                # maybe evaluate / stop / checkpoint
-                if args.eval_strategy == "steps" and self.global_step % args.eval_steps == 0:
-                    done = self._evaluate_and_track()
-                done = done or self.global_step >= self.total_steps
-                every = args.checkpoint_every_n_steps
-                if every and self.global_step % every == 0 and not done:
-                    self._checkpoint()
-                if done:
-                    if self._window >= len(plan):  # the cap fell on the epoch's last step
-                        self.epoch, self._window = self.epoch + 1, 0
-                        self.result.epochs_completed = self.epoch
+                # maybe evaluate / checkpoint / stop
+                act = self._evaluate_and_checkpoint(act)
+                if act.stop:
                     break
-            else:
-                self.epoch += 1
-                self._window = 0
-                self.result.epochs_completed = self.epoch
-                if args.eval_strategy == "epoch":
-                    done = self._evaluate_and_track() or done
-                if not done and self.epoch < args.epochs:
-                    self._checkpoint()
+            if self._window >= len(plan):  # the epoch ran to its end (maybe with a stop)
+                self._end_epoch()
+                if not act.stop:
+                    act = self._evaluate_and_checkpoint(
+                        control.after_epoch(self.global_step, self.epoch))
         progress.close()
         self.result.train_seconds += time.perf_counter() - started
         self._finish()
         return self.result
+
+    def _evaluate_and_checkpoint(self, act: Actions) -> Actions:
+        """Evaluate and checkpoint as ``act`` says; early stopping turns it into a stop."""
+        if act.evaluate and self._evaluate_and_track():
+            act = act.early_stopped()
+        if act.checkpoint:
+            self._checkpoint()
+        return act
+
+    def _end_epoch(self) -> None:
+        self.epoch, self._window = self.epoch + 1, 0
+        self.result.epochs_completed = self.epoch
 
     def _to_device(self, batch: Batch) -> Batch:
         if self.device.type == "cuda":  # pinned host memory: the copy overlaps compute
