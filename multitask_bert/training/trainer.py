@@ -20,7 +20,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from multitask_bert.atomic import write_json_atomic
-from multitask_bert.config import ExperimentConfig
+from multitask_bert.config import EarlyStoppingConfig, ExperimentConfig
 from multitask_bert.data.batching import epoch_rng, plan_batches
 from multitask_bert.data.dataset import Batch, TaskDataset
 from multitask_bert.errors import ConfigError, MultitaskBertError
@@ -75,13 +75,39 @@ class Trainer:
         eval_datasets: dict[str, TaskDataset],
         logger: TrackingLogger | None = None,
     ) -> None:
-        self.config = config
-        self.args = config.training
-        self.tokenizer = tokenizer
-        self.train_datasets = train_datasets
-        self.eval_datasets = eval_datasets
+        self.config, self.args, self.tokenizer = config, config.training, tokenizer
+        self.train_datasets, self.eval_datasets = train_datasets, eval_datasets
         self.output_dir = config.run_dir
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._place_model(model)
+        self.sampler = build_sampler(self.args.sampling, self.args.sampling_temperature)
+        self.steps_per_epoch = math.ceil(
+            len(self.epoch_plan(0)) / self.args.gradient_accumulation_steps
+        )
+        total = self.steps_per_epoch * self.args.epochs
+        self.total_steps = min(total, self.args.max_steps or total)
+        self.optimizer = build_optimizer(self.model, self.args.learning_rate,
+                                         self.args.weight_decay, self.device)
+        self.scheduler = build_scheduler(self.optimizer, self.args, self.total_steps)
+        self.early_stopping = _build_early_stopping(self.args.early_stopping)
+        self.heads = {t.name: list(t.heads) for t in config.tasks if t.name in eval_datasets}
+        self.global_step = 0
+        self.epoch = 0
+        self._window = 0  # where in the epoch's plan the next step starts
+        self._closed = False
+        self._last_eval_step: int | None = None
+        self._fingerprint = _training_fingerprint(config, train_datasets)
+        self.resumed_from: Path | None = None
+        checkpoint, saved = self._find_checkpoint()
+        self.logger = self._make_logger(logger, resume_run_id=saved.get("run_id"))
+        self.result = TrainResult(score_metric=self.args.early_stopping.metric,
+                                  output_dir=str(self.output_dir), run_id=self.logger.run_id)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    def _place_model(self, model: MultiTaskModel) -> None:
+        """The device, the model on it, the DDP wrapper (torchrun), the compiled step model
+        and the autocast context of the forward passes."""
         if self.args.num_threads:
             torch.set_num_threads(self.args.num_threads)
         self.dist = distributed.current()
@@ -99,28 +125,16 @@ class Trainer:
         self.step_model: Any = (
             torch.compile(self.ddp_model, dynamic=True) if self.args.compile else self.ddp_model
         )
-        self.sampler = build_sampler(self.args.sampling, self.args.sampling_temperature)
-        self.steps_per_epoch = math.ceil(
-            len(self.epoch_plan(0)) / self.args.gradient_accumulation_steps
+        # bf16 autocast on CUDA only: on these CPUs it was measured slower than fp32.
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else contextlib.nullcontext()
         )
-        total = self.steps_per_epoch * self.args.epochs
-        self.total_steps = min(total, self.args.max_steps or total)
-        self.optimizer = build_optimizer(model, self.args.learning_rate,
-                                         self.args.weight_decay, self.device)
-        self.scheduler = build_scheduler(self.optimizer, self.args, self.total_steps)
-        stopping = self.args.early_stopping
-        mode = stopping.mode or (
-            "min" if stopping.metric.rsplit("/", 1)[-1] in _LOWER_IS_BETTER else "max"
-        )
-        self.early_stopping = EarlyStopping(mode, stopping.patience, stopping.min_delta)
-        self.heads = {t.name: list(t.heads) for t in config.tasks if t.name in eval_datasets}
-        self.global_step = 0
-        self.epoch = 0
-        self._window = 0  # where in the epoch's plan the next step starts
-        self._closed = False
-        self._last_eval_step: int | None = None
-        self._fingerprint = _training_fingerprint(config, train_datasets)
-        self.resumed_from: Path | None = None
+
+    def _find_checkpoint(self) -> tuple[Path | None, dict[str, Any]]:
+        """The newest checkpoint to resume from (with ``training.resume``) and its saved
+        state; refuses checkpoints of another experiment."""
         checkpoint = latest_checkpoint(self.output_dir) if self.args.resume else None
         saved = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
         if saved and saved.get("fingerprint") != self._fingerprint:
@@ -129,25 +143,21 @@ class Trainer:
                 "data changed); use another output_dir, or set training.resume=false to start "
                 "over (its checkpoints will be replaced)"
             )
+        return checkpoint, saved
+
+    def _make_logger(self, logger: TrackingLogger | None,
+                     resume_run_id: str | None) -> TrackingLogger:
+        """``logger``, else one built from ``config.logging`` (continuing the checkpoint's
+        tracking run); a no-op on the ranks other than 0."""
         if logger is None and not self.dist.is_main:
             logger = NoOpLogger()  # rank 0 logs for everyone
-        self.logger = logger or create_logger(
-            config.logging.backend,
+        return logger or create_logger(
+            self.config.logging.backend,
             output_dir=self.output_dir,
-            experiment_name=config.logging.experiment_name or config.name,
-            run_name=config.name,
-            tracking_uri=config.logging.tracking_uri,
-            resume_run_id=saved.get("run_id"),
-        )
-        self.result = TrainResult(score_metric=stopping.metric, output_dir=str(self.output_dir),
-                                  run_id=self.logger.run_id)
-        if checkpoint is not None:
-            self._restore(checkpoint)
-        # bf16 autocast on CUDA only: on these CPUs it was measured slower than fp32.
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
-            else contextlib.nullcontext()
+            experiment_name=self.config.logging.experiment_name or self.config.name,
+            run_name=self.config.name,
+            tracking_uri=self.config.logging.tracking_uri,
+            resume_run_id=resume_run_id,
         )
 
     # -- data order --------------------------------------------------------------------
@@ -412,6 +422,15 @@ class Trainer:
         progress.set_postfix(loss=f"{stats['train/loss']:.4f}",
                              samples_s=f"{stats['train/samples_per_s']:.0f}",
                              tok_s=f"{stats['train/tokens_per_s']:.0f}", refresh=False)
+
+
+def _build_early_stopping(stopping: EarlyStoppingConfig) -> EarlyStopping:
+    """The early-stopping rule of ``training.early_stopping``; without a ``mode``, lower is
+    better for metrics named like a loss or an error (mse, mae, loss)."""
+    mode = stopping.mode or (
+        "min" if stopping.metric.rsplit("/", 1)[-1] in _LOWER_IS_BETTER else "max"
+    )
+    return EarlyStopping(mode, stopping.patience, stopping.min_delta)
 
 
 def _pick_device(args: Any, dist_info: distributed.DistInfo) -> torch.device:
