@@ -1,8 +1,11 @@
 """The round-robin multi-task Trainer.
 
 Contract (the seed's): ``Trainer(config, model, tokenizer, train_datasets, eval_datasets)``,
-then ``train()``, ``evaluate()``, ``close()``. ``train()`` owns the math of a step; the
-evaluation cadence, early stopping and the best model live in small methods it calls.
+then ``train()``, ``evaluate()``, ``close()``. ``train()`` owns the math of a step;
+:class:`~multitask_bert.training.control.TrainingControl` says when to log, evaluate,
+checkpoint and stop; evaluation, early stopping, checkpoints and logging are methods the loop
+calls. The pieces live beside it: ``control``, ``meter``, ``optim``, ``result``,
+``checkpoint`` and :mod:`multitask_bert.evaluation.loop`.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from multitask_bert.training.optim import build_optimizer, build_scheduler
 from multitask_bert.training.result import TrainResult
 from multitask_bert.training.sampling import build_sampler
 
-# Moved to their own modules; importing them from here keeps working.
+# TrainResult, evaluate_model and peak_flops live in their own modules now; importing them
+# from here keeps working.
 __all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "evaluate_model", "peak_flops"]
 
 log = logging.getLogger("multitask_bert.training")
@@ -105,6 +109,7 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
 
+    # -- setup (what __init__ builds) ----------------------------------------------------
     def _place_model(self, model: MultiTaskModel) -> None:
         """The device, the model on it, the DDP wrapper (torchrun), the compiled step model
         and the autocast context of the forward passes."""
