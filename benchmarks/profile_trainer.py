@@ -44,7 +44,7 @@ PHASES = [
     ("zero_grad", "optim/optimizer.py", "zero_grad"),
     ("scheduler.step", "optim/lr_scheduler.py", "step"),
     ("loss.item (finite check)", "training/trainer.py", "_check_finite"),
-    ("meter.add", "training/trainer.py", "add"),
+    ("meter.add", "training/meter.py", "add"),
     ("_log_train (meter flush)", "training/trainer.py", "_log_train"),
     ("tqdm update", "tqdm/std.py", "update"),
     ("epoch_plan", "training/trainer.py", "epoch_plan"),
