@@ -48,7 +48,7 @@ from multitask_bert.training.launcher import (
     UserInputError,
     run_training,
 )
-from multitask_bert.training.trainer import TrainResult
+from multitask_bert.training.result import TrainResult
 
 __all__ = [
     "Evaluation",

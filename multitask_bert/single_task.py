@@ -31,7 +31,7 @@ from multitask_bert.tasks import TaskSpec
 from multitask_bert.tracking import TrackingLogger, create_logger
 from multitask_bert.training import distributed
 from multitask_bert.training.experiment import train_model
-from multitask_bert.training.trainer import TrainResult
+from multitask_bert.training.result import TrainResult
 
 log = logging.getLogger("multitask_bert.single_task")
 

@@ -10,8 +10,8 @@ from multitask_bert.data.cache import tokenize_and_cache
 from multitask_bert.data.prepare import load_split
 from multitask_bert.errors import ConfigError
 from multitask_bert.evaluation.evaluator import Metrics
+from multitask_bert.evaluation.loop import evaluate_model
 from multitask_bert.models.multitask import MultiTaskModel, load_tokenizer
-from multitask_bert.training.trainer import evaluate_model
 
 log = logging.getLogger("multitask_bert")
 

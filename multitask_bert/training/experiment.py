@@ -13,7 +13,8 @@ from multitask_bert.data.prepare import load_datasets, prepare_data
 from multitask_bert.evaluation.majority import majority_baselines
 from multitask_bert.models.multitask import build_model, load_tokenizer
 from multitask_bert.tracking import TrackingLogger
-from multitask_bert.training.trainer import Trainer, TrainResult
+from multitask_bert.training.result import TrainResult
+from multitask_bert.training.trainer import Trainer
 
 
 def train_model(

@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from multitask_bert.atomic import write_json_atomic
-from multitask_bert.config import EarlyStoppingConfig, ExperimentConfig
+from multitask_bert.config import RUN_CONFIG_FILE, EarlyStoppingConfig, ExperimentConfig
 from multitask_bert.data.batching import epoch_rng, plan_batches
 from multitask_bert.data.dataset import Batch, TaskDataset
 from multitask_bert.errors import ConfigError, MultitaskBertError
 from multitask_bert.evaluation.evaluator import Metrics, flatten_metrics, major_score
 from multitask_bert.evaluation.loop import evaluate_model
+from multitask_bert.fingerprint import experiment_fingerprint
+from multitask_bert.heads import HEAD_TYPES
 from multitask_bert.models.multitask import MultiTaskModel
-from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger, redact_uri
+from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger
 from multitask_bert.training import distributed
 from multitask_bert.training.checkpoint import (
     STATE_FILE,
@@ -51,7 +52,6 @@ __all__ = ["TrainResult", "Trainer", "TrainingDivergedError", "evaluate_model", 
 
 log = logging.getLogger("multitask_bert.training")
 
-_LOWER_IS_BETTER = ("mse", "mae", "loss")
 
 
 class TrainingDivergedError(MultitaskBertError):
@@ -79,6 +79,7 @@ class Trainer:
         eval_datasets: dict[str, TaskDataset],
         logger: TrackingLogger | None = None,
     ) -> None:
+        config = config.resolve()  # idempotent: run folder, tracking URI, experiment name
         self.config, self.args, self.tokenizer = config, config.training, tokenizer
         self.train_datasets, self.eval_datasets = train_datasets, eval_datasets
         self.output_dir = config.run_dir
@@ -100,7 +101,8 @@ class Trainer:
         self._window = 0  # where in the epoch's plan the next step starts
         self._closed = False
         self._last_eval_step: int | None = None
-        self._fingerprint = _training_fingerprint(config, train_datasets)
+        self._fingerprint = experiment_fingerprint(
+            config, {name: data.identity for name, data in train_datasets.items()})
         self.resumed_from: Path | None = None
         checkpoint, saved = self._find_checkpoint()
         self.logger = self._make_logger(logger, resume_run_id=saved.get("run_id"))
@@ -392,11 +394,9 @@ class Trainer:
 
     def _log_start(self) -> None:
         # credentials in a tracking URI never reach the run folder or the tracking server
-        safe = self.config.to_dict()
-        if safe["logging"].get("tracking_uri"):
-            safe["logging"]["tracking_uri"] = redact_uri(safe["logging"]["tracking_uri"])
-        if self.dist.is_main:
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(safe, sort_keys=False))
+        safe = self.config.redacted_dict()
+        if self.dist.is_main and not (self.output_dir / RUN_CONFIG_FILE).is_file():
+            self.config.write()  # used as a library: nothing wrote the run's config yet
         params = dict(safe)
         params.pop("tasks")
         params["tasks"] = ",".join(t.name for t in self.config.tasks)
@@ -431,9 +431,10 @@ class Trainer:
 
 def _build_early_stopping(stopping: EarlyStoppingConfig) -> EarlyStopping:
     """The early-stopping rule of ``training.early_stopping``; without a ``mode``, lower is
-    better for metrics named like a loss or an error (mse, mae, loss)."""
+    better for ``loss`` and for the metrics a head type says are (mse, mae)."""
+    lower_is_better = {"loss"}.union(*(kind.lower_is_better for kind in HEAD_TYPES.values()))
     mode = stopping.mode or (
-        "min" if stopping.metric.rsplit("/", 1)[-1] in _LOWER_IS_BETTER else "max"
+        "min" if stopping.metric.rsplit("/", 1)[-1] in lower_is_better else "max"
     )
     return EarlyStopping(mode, stopping.patience, stopping.min_delta)
 
@@ -442,17 +443,3 @@ def _pick_device(args: Any, dist_info: distributed.DistInfo) -> torch.device:
     if args.uses_cuda():
         return torch.device("cuda", dist_info.local_rank)
     return torch.device("cpu")
-
-
-def _training_fingerprint(config: ExperimentConfig, datasets: dict[str, TaskDataset]) -> str:
-    """What a checkpoint is only valid for: the training-relevant config and the data."""
-    import hashlib
-
-    data = config.to_dict()
-    for key in ("output_dir", "cache_dir", "logging"):
-        data.pop(key, None)
-    for key in ("progress_bar", "resume", "checkpoint_every_n_steps", "keep_checkpoints",
-                "eval_batch_size", "num_threads"):
-        data["training"].pop(key, None)
-    data["data"] = {name: [len(d), sum(d.lengths)] for name, d in datasets.items()}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
