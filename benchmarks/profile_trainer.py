@@ -8,23 +8,16 @@ read the phases against each other, not as absolute throughput.
     python benchmarks/profile_trainer.py --model minilm --examples 256 [--threads 1]
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# benchmarks/tokenize.py shadows the standard library's `tokenize` (which inspect and
-# linecache import) while benchmarks/ is first on sys.path: move that folder to the end.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import argparse
 import copy
 import cProfile
 import pstats
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import _common  # benchmarks/_common.py; puts the repo on sys.path

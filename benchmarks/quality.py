@@ -18,26 +18,20 @@ interrupted run; ``--fresh`` starts over. Never tuned on test: test scores are r
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shlex
+import shutil
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-# `python benchmarks/quality.py` puts this folder first on sys.path, and it holds scripts
-# named like standard modules (tokenize.py): keep it off the path before anything imports them.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
-
-import argparse  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import _common  # noqa: E402  (benchmarks/_common.py, last on sys.path)
-import yaml  # noqa: E402
+import _common  # benchmarks/_common.py; puts the repo on sys.path
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

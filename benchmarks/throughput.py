@@ -24,24 +24,17 @@ peak memory and MFU, plus the ratios the issue sets targets for.
     python benchmarks/throughput.py --model both --examples 512 --json throughput.json
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# benchmarks/tokenize.py shadows the standard library's `tokenize` (which inspect and
-# linecache import) while benchmarks/ is first on sys.path: move that folder to the end.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import argparse
 import copy
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import _common  # benchmarks/_common.py; puts the repo on sys.path

@@ -57,7 +57,7 @@ def test_throughput_smoke(tmp_path):
 
 @needs_datasets
 def test_tokenize_smoke(tmp_path):
-    data = run_script("tokenize", "--examples", "16", "--repeats", "1", tmp_path=tmp_path)
+    data = run_script("tokenize_cache", "--examples", "16", "--repeats", "1", tmp_path=tmp_path)
     runs = {(r["method"], r["run"]) for r in data["rows"]}
     assert runs == {("ours", "cold"), ("ours", "cached"), ("ours", "cached + load"),
                     ("datasets.map", "cold"), ("datasets.map", "cached")}

@@ -15,26 +15,19 @@ On the training splits of CoNLL-2003, TREC and SST-2 (all rows, or a seeded samp
                 Hugging Face's run_ner example) into an empty datasets cache
   map cached    the same calls again (datasets' own fingerprint cache)
 
-    python benchmarks/tokenize.py --json tokenize.json
+    python benchmarks/tokenize_cache.py --json tokenize.json
 """
 
-# ruff: noqa: E402  (imports follow the sys.path fix below)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# benchmarks/tokenize.py shadows the standard library's `tokenize` (which inspect and
-# linecache import) while benchmarks/ is first on sys.path: move that folder to the end.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 import argparse
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import _common  # benchmarks/_common.py; puts the repo on sys.path

@@ -1,0 +1,132 @@
+"""Packaging a saved model folder as an MLflow pyfunc model, with pinned requirements.
+
+The folder goes in as the artifact of a :class:`~multitask_bert.registry.pyfunc.MultitaskPyfunc`
+and the ``multitask_bert`` package as its code, so the model loads where ``multitask-bert`` is
+not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from pathlib import Path
+
+import mlflow.pyfunc
+
+from multitask_bert.errors import ConfigError
+from multitask_bert.registry.pyfunc import MultitaskPyfunc
+from multitask_bert.registry.store import mlflow_store, registry_client
+from multitask_bert.tracking import MLflowLogger, default_artifact_location, redact_uri
+from multitask_bert.tracking.mlflow_logger import _hide_credentials, sqlite_path
+
+logger = logging.getLogger("multitask_bert.registry")  # one name for the package's messages
+
+#: Distributions the packaged model imports at load time (pinned to the installed versions).
+RUNTIME_DISTRIBUTIONS = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "pydantic",
+    "pyyaml",
+    "numpy",
+    "pandas",
+)
+
+#: The ``multitask_bert`` package folder, logged as the model's code.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def pinned_requirements(distributions: tuple[str, ...] = RUNTIME_DISTRIBUTIONS) -> list[str]:
+    """``name==version`` for each installed distribution (local tags like ``+cpu`` cut).
+
+    MLflow adds its own pin. ``torch==2.13.0`` rather than ``2.13.0+cpu``: the local tag only
+    resolves on PyTorch's own index, and the target machine picks its CPU or CUDA build.
+    """
+    pins = []
+    for name in distributions:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            logger.warning("not pinning %s: not installed", name)
+            continue
+        pins.append(f"{name}=={version.split('+', 1)[0]}")
+    return pins
+
+
+@_hide_credentials
+def log_model(
+    model_dir: str | Path,
+    *,
+    tracking_uri: str,
+    experiment_name: str,
+    run_id: str | None = None,
+    artifact_path: str = "model",
+    artifact_location: str | None = None,
+) -> str:
+    """Logs a saved model folder as an MLflow pyfunc model.
+
+    Args:
+        model_dir: the folder :meth:`MultiTaskModel.save` wrote (``<run>/best``).
+        tracking_uri: the MLflow store (may carry credentials; they are never shown).
+        experiment_name: experiment of the new run when ``run_id`` is None (created if absent).
+        run_id: log into this existing run (the training run); its status is left alone.
+        artifact_path: the logged model's name.
+        artifact_location: root for a new experiment's artifacts; None means
+            ``mlartifacts`` next to a SQLite database, or the server's choice.
+
+    Returns:
+        The model URI (``models:/<model_id>``), for
+        :func:`~multitask_bert.registry.registration.register`.
+
+    Raises:
+        ConfigError: when ``model_dir`` is not a saved model folder.
+    """
+    from mlflow.entities import LoggedModelOutput
+
+    from multitask_bert.models.multitask import CONFIG_FILE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{model_dir}: not a multitask-bert model folder (no {CONFIG_FILE})")
+    if artifact_location is None and (database := sqlite_path(tracking_uri)) is not None:
+        # `default_artifact_location` puts `mlartifacts` next to its argument's parent's
+        # `mlflow.db`; handing it the database path gives the database's sibling.
+        artifact_location = default_artifact_location(tracking_uri, database)
+
+    own_run = None
+    if run_id is None:
+        own_run = MLflowLogger(
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            run_name=f"log-model-{model_dir.name}",
+            artifact_location=artifact_location,
+        )
+        run_id = own_run.run_id
+    status = "FAILED"
+    try:
+        with mlflow_store(tracking_uri):
+            client = registry_client(tracking_uri)
+            experiment_id = client.get_run(run_id).info.experiment_id
+            # The logged model is created here, not inside `log_model`, so that it belongs to
+            # `run_id` without making that run the process's active run (`start_run` would
+            # end it, FINISHED, on exit).
+            logged = client.create_logged_model(
+                experiment_id, name=artifact_path, source_run_id=run_id
+            )
+            info = mlflow.pyfunc.log_model(
+                name=artifact_path,
+                python_model=MultitaskPyfunc(),
+                artifacts={"model": str(model_dir.resolve())},
+                code_paths=[str(_PACKAGE_DIR)],
+                pip_requirements=pinned_requirements(),
+                model_id=logged.model_id,
+            )
+            client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        status = "FINISHED"
+    finally:
+        if own_run is not None:
+            own_run.close(status)
+    logger.info("logged model %s (run %s) at %s", info.model_uri, run_id,
+                redact_uri(tracking_uri))
+    return info.model_uri
