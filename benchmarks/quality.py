@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import multitask_bert  # noqa: E402,F401  (sets the offline environment before HF imports)
-from multitask_bert.baselines import (  # noqa: E402
+from multitask_bert.single_task import (  # noqa: E402
     add_single_task_baselines,
     compare,
     single_task_config,
