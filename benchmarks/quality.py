@@ -37,15 +37,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import multitask_bert  # noqa: E402,F401  (sets the offline environment before HF imports)
+from multitask_bert.config import ExperimentConfig  # noqa: E402
+from multitask_bert.errors import MultitaskBertError  # noqa: E402
+from multitask_bert.evaluation.evaluator import Metrics  # noqa: E402
+from multitask_bert.pipeline import evaluate_saved_model, prepare_data, train_experiment  # noqa: E402
 from multitask_bert.single_task import (  # noqa: E402
     add_single_task_baselines,
     compare,
     single_task_config,
 )
-from multitask_bert.config import ExperimentConfig  # noqa: E402
-from multitask_bert.errors import MultitaskBertError  # noqa: E402
-from multitask_bert.evaluation.evaluator import Metrics  # noqa: E402
-from multitask_bert.pipeline import evaluate_saved_model, prepare_data, train_experiment  # noqa: E402
 
 log = logging.getLogger("benchmarks.quality")
 
