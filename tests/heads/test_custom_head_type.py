@@ -37,7 +37,6 @@ class BinaryModule(HeadModule):
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
-@register_head_type
 class BinaryThresholdHead(HeadType):
     """Two labels; predicts the second when its probability reaches ``threshold``."""
 
@@ -77,6 +76,14 @@ class BinaryThresholdHead(HeadType):
         majority = Counter(train.columns[self.column]).most_common(1)[0][0]
         gold = evaluation.columns[self.column]
         return self.compute_metrics(gold, [majority] * len(gold), {})
+
+
+@pytest.fixture(autouse=True)
+def registered():
+    """Registered for this module's tests only, so no other test's message lists it."""
+    register_head_type(BinaryThresholdHead)
+    yield
+    HEAD_TYPES.pop(BinaryThresholdHead.name)
 
 
 def binary_config(task_dir: Path, tmp_path: Path, **training: Any) -> ExperimentConfig:
