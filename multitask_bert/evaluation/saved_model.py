@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from multitask_bert.config import ExperimentConfig
-from multitask_bert.data.cache import tokenize_and_cache
+from multitask_bert.data.cache import present_splits, tokenize_and_cache
 from multitask_bert.data.prepare import load_split
 from multitask_bert.errors import ConfigError
 from multitask_bert.evaluation.evaluator import Metrics
@@ -37,7 +37,7 @@ def evaluate_saved_model(
             log.warning("task %s: not in the model (tasks: %s), skipped", task.name,
                         model.task_names)
             continue
-        if task.source(split) is None:
+        if split not in present_splits(task, [split]):  # a held-out validation split counts
             log.warning("task %s: no %s split, skipped", task.name, split)
             continue
         cached = tokenize_and_cache(task, tokenizer, max_length=config.max_length_for(task),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -118,3 +119,20 @@ def test_register_a_finished_run_later(trained, tmp_path, capsys):
     assert str(champion["version"]) == "1"
     assert set(champion["data_fingerprints"]) == {"tagging", "sentiment", "pairs", "topics"}
     assert main(["register", "--run-dir", str(tmp_path), "--tracking-uri", store]) == 2
+
+
+def test_evaluate_scores_a_held_out_validation_split(task_dir, tmp_path):
+    """A task whose validation split is a seeded part of train (TREC-like) is evaluated too."""
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.pipeline import evaluate_saved_model, train_experiment
+    from tests.conftest import tiny_config_dict
+
+    data = tiny_config_dict(task_dir, tmp_path, epochs=1, max_steps=2)
+    sentiment = next(t for t in data["tasks"] if t["name"] == "sentiment")
+    del sentiment["validation"]
+    sentiment["holdout_fraction"] = 0.25
+    config = ExperimentConfig.from_dict(data)
+    result = train_experiment(config)
+    metrics = evaluate_saved_model(Path(result.output_dir) / "best", config)
+    assert set(metrics) == {"tagging", "sentiment", "pairs", "topics"}
+    assert metrics["sentiment"]["label"] == result.best["sentiment"]["label"]
