@@ -137,6 +137,10 @@ class TrainingConfig(_Strict):
     """How many of the newest checkpoints to keep."""
     resume: bool = True
     """Resume from the newest checkpoint in ``output_dir`` when there is one."""
+    loss_balancing: Literal["static", "uncertainty"] = "static"
+    """How heads' losses add up: ``static`` (each head's ``loss_weight``) or ``uncertainty``
+    (Kendall et al. 2018: a learnt log-variance ``s`` per head, ``exp(-s) * loss + s``, times
+    the head's ``loss_weight``; the ``s`` values are logged per head and checkpointed)."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
@@ -174,6 +178,12 @@ class LoggingConfig(_Strict):
     experiment_name: str | None = None
     """MLflow experiment; defaults to the experiment's ``name``."""
     log_every_n_steps: int = Field(default=10, ge=1)
+    gradient_telemetry: bool = True
+    """At each evaluation, on fixed training batches: every task's gradient norm on the
+    shared encoder and the cosine between every two tasks' gradients (``grad/<task>/norm``,
+    ``grad/<a>~<b>/cosine``): negative cosines show tasks pulling the encoder apart."""
+    gradient_telemetry_batches: int = Field(default=2, ge=1)
+    """Batches per task the telemetry averages over (the first rows of each train split)."""
 
 
 class ExperimentConfig(_Strict):

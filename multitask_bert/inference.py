@@ -49,12 +49,14 @@ class Predictor:
             self.tokenizer, spec, rows, spec.max_length or 512, first_row=offset)
         input_ids = encoding["input_ids"]
         token_type_ids = encoding.get("token_type_ids", torch.zeros_like(input_ids))
+        word_shapes = encoding.get("word_shapes")
         with torch.inference_mode():
             output = self.model(
                 input_ids.to(self.device),
                 encoding["attention_mask"].to(self.device),
                 task_id=spec.name,
                 token_type_ids=token_type_ids.to(self.device),
+                word_shapes=None if word_shapes is None else word_shapes.to(self.device),
             )
         results: list[dict[str, Any]] = [{} for _ in rows]
         for head in self.heads[spec.name]:

@@ -225,6 +225,8 @@ class Evaluation:
     """One row per split, task, head and metric (4 decimals)."""
     baselines_markdown: str | None = None
     """The multi-task vs single-task comparison, when the run trained baselines."""
+    gradients: dict[str, float] = field(default_factory=dict)
+    """The training's last gradient telemetry (``grad/<task>/norm``, ``grad/<a>~<b>/cosine``)."""
     plots: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +270,8 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
     (run_dir / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     return Evaluation(metrics=metrics, score=score, champion=champion, table=table,
                       baselines_markdown=comparison_markdown(report["comparison"])
-                      if report else None, plots=[str(p) for p in plots])
+                      if report else None, plots=[str(p) for p in plots],
+                      gradients=trained.get("gradients") or {})
 
 
 # -- register ---------------------------------------------------------------------------------

@@ -154,6 +154,17 @@ class TaskSpec(_Strict):
     validation split (TREC ships only train and test)."""
     max_length: int | None = Field(default=None, gt=2)
     """Sub-word truncation length; defaults to the experiment's ``max_length``."""
+    document_context: bool = False
+    """Token tasks: encode each sentence with sub-words of the neighbouring sentences of its
+    document around it, up to ``max_length`` (labels and scores stay on the sentence's own
+    words). Needs document ids: ``-DOCSTART-`` lines of a CoNLL file, or a ``document_field``
+    in JSONL/CSV/Parquet rows."""
+    document_field: str = "document"
+    """Field of a row that names its document (for ``document_context``)."""
+    word_shape: bool = False
+    """Token tasks: add a small learned embedding of each word's shape (lower, Title, UPPER,
+    mixed, digits, punctuation, other) to its first sub-word before the tagging heads, so an
+    uncased encoder sees capitalisation."""
     base_dir: str | None = Field(default=None, exclude=True)
     """Folder relative paths are resolved against (set by the loader, not in YAML)."""
 
@@ -183,6 +194,7 @@ class TaskSpec(_Strict):
                     f"heads only, not {head.type!r} (`{head.type}` needs `type: "
                     f"{' or '.join(takes)}`)"
                 )
+        task_type_of(self.type).check_task(self)
         if self.text_fields is not None:
             limit = task_type_of(self.type).max_text_fields
             if not 1 <= len(self.text_fields) <= limit:

@@ -28,6 +28,8 @@ class Batch:
     """Non-pad tokens: what throughput counts."""
     lengths: list[int] = field(default_factory=list)
     """Real length of each row (FLOPs per row for MFU)."""
+    word_shapes: torch.Tensor | None = None
+    """Shape id of each word on its first sub-word, 0 elsewhere (tasks with ``word_shape``)."""
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -42,6 +44,7 @@ class Batch:
             indices=self.indices,
             real_tokens=self.real_tokens,
             lengths=self.lengths,
+            word_shapes=None if self.word_shapes is None else move(self.word_shapes),
         )
 
     def pin_memory(self) -> Batch:
@@ -54,6 +57,7 @@ class Batch:
             indices=self.indices,
             real_tokens=self.real_tokens,
             lengths=self.lengths,
+            word_shapes=None if self.word_shapes is None else self.word_shapes.pin_memory(),
         )
 
     @property
@@ -131,6 +135,12 @@ class TaskDataset:
             column = self.columns.get(head.column)
             if column is not None:
                 labels[name] = head.collate([column[i] for i in indices], width)
+        word_shapes = None
+        shape_col = self.columns.get("word_shape")
+        if shape_col is not None:
+            word_shapes = torch.zeros((n, width), dtype=torch.long)
+            for row, i in enumerate(indices):
+                word_shapes[row, : lengths[row]] = torch.tensor(shape_col[i], dtype=torch.long)
         return Batch(
             task=self.task.name,
             input_ids=input_ids,
@@ -140,4 +150,5 @@ class TaskDataset:
             indices=list(indices),
             real_tokens=sum(lengths),
             lengths=lengths,
+            word_shapes=word_shapes,
         )

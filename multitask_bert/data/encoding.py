@@ -146,7 +146,7 @@ def table_schema(task: TaskSpec, label_vocab: dict[str, list[str]] | None = None
     per_head = [build_head_type(h, vocab.get(h.name)).fields() for h in task.heads]
     fields = [*INPUT_FIELDS, *(columns[0] for columns in per_head)]
     fields += [field for columns in per_head for field in columns[1:]]
-    return pa.schema(fields + task_type_of(task).fields())
+    return pa.schema(fields + task_type_of(task).fields(task))
 
 
 def encode_split(
@@ -192,9 +192,11 @@ def encode_split(
     unknown = _UnknownLabels(source_name, split_name)
     tables = []
     with _truncating(tokenizer, max_length) as backend:
+        state = task_type.prepare_split(task, tokenizer, backend, examples, fields, max_length)
         for start in range(0, len(examples), CHUNK_SIZE):
             chunk = examples[start : start + CHUNK_SIZE]
-            columns, alignment = task_type.encode_chunk(backend, chunk, fields, max_length, stats)
+            columns, alignment = task_type.encode_chunk(backend, chunk, fields, max_length, stats,
+                                                        state, start)
             for head in heads:
                 try:
                     columns.update(head.encode([ex[head.spec.field] for ex in chunk], alignment))

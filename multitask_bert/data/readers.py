@@ -46,6 +46,8 @@ CONLLU_COLUMNS = [
 """Default column names of a ``.conllu`` file."""
 
 _SKIP_COLUMN = "_"
+DOCUMENT_COLUMN = "document"
+"""The field a CoNLL reader gives each sentence once the file marks documents."""
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 
 RawRows = list[tuple[str, Any]]
@@ -198,6 +200,8 @@ def _delimited_rows(
 
 
 def _conll_rows(text: str, path: str, source: SourceSpec) -> Iterator[tuple[str, Any]]:
+    """Sentences of a CoNLL column file. Document boundaries (``-DOCSTART-`` lines; ``#
+    newdoc`` comments in CoNLL-U) give every later sentence a ``document`` number."""
     is_conllu = path.lower().endswith(".conllu")
     columns = list(source.columns) if source.columns else (CONLLU_COLUMNS if is_conllu else None)
     if columns is None:
@@ -207,22 +211,33 @@ def _conll_rows(text: str, path: str, source: SourceSpec) -> Iterator[tuple[str,
         )
     delimiter = source.delimiter or ("\t" if is_conllu else None)  # None: any whitespace
     kept = [(i, name) for i, name in enumerate(columns) if name != _SKIP_COLUMN]
-    sentence: dict[str, list[str]] | None = None
+    sentence: dict[str, Any] | None = None
     first_line = 0
+    document: int | None = None  # None until the file marks a document
+
+    def finished() -> tuple[str, Any]:
+        assert sentence is not None
+        if document is not None:
+            sentence[DOCUMENT_COLUMN] = str(document)
+        return f"line {first_line}", sentence
+
     for number, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
         if not line.strip():
             if sentence is not None:
-                yield f"line {first_line}", sentence
+                yield finished()
             sentence = None
             continue
         if is_conllu and line.startswith("#"):
+            if line[1:].strip().startswith("newdoc"):
+                document = 0 if document is None else document + 1
             continue
         parts = line.split(delimiter) if delimiter else line.split()
         if parts[0] == "-DOCSTART-":
             if sentence is not None:
-                yield f"line {first_line}", sentence
+                yield finished()
             sentence = None
+            document = 0 if document is None else document + 1
             continue
         if is_conllu and ("-" in parts[0] or "." in parts[0]):
             continue  # multiword token range or empty node
@@ -236,7 +251,7 @@ def _conll_rows(text: str, path: str, source: SourceSpec) -> Iterator[tuple[str,
         for i, name in kept:
             sentence[name].append(parts[i])
     if sentence is not None:
-        yield f"line {first_line}", sentence
+        yield finished()
 
 
 def _parquet_rows(path: str) -> RawRows:

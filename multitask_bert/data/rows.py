@@ -60,6 +60,7 @@ class RowValidator:
                     "`text_fields:` (inputs) in the task YAML",
                 )
         example = self.task_type.normalize_inputs(row, self.fields, partial(self.fail, where))
+        example.update(self.task_type.row_extras(self.task, row, partial(self.fail, where)))
         words = self.task_type.words(example, self.fields)
         for head in self.heads:
             field = head.spec.field

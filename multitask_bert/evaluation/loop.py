@@ -39,7 +39,8 @@ def evaluate_model(
                 batch = dataset.collate(indices).to(device)
                 with autocast or contextlib.nullcontext():
                     out = model(batch.input_ids, batch.attention_mask, task_id=name,
-                                token_type_ids=batch.token_type_ids)
+                                token_type_ids=batch.token_type_ids,
+                                word_shapes=batch.word_shapes)
                 for head, accumulator in accumulators.items():
                     accumulator.update(out.logits[head].float().cpu(), batch.to("cpu"), dataset)
             if dist_info.enabled:

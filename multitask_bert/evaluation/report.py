@@ -63,5 +63,22 @@ def run_summary_markdown(
               "| task | head | metric | validation |", "|---|---|---|---|"]
     for task_name, head, metric, value in metrics_rows(evaluated["metrics"]["validation"]):
         lines.append(f"| {task_name} | {head} | {metric} | {value:.4f} |")
+    gradients = gradient_markdown(evaluated.get("gradients") or {})
+    if gradients:
+        lines += ["", gradients]
     lines += ["", f"MLflow: `{tracking_uri}`"]
+    return "\n".join(lines)
+
+
+def gradient_markdown(gradients: dict[str, float]) -> str:
+    """The gradient telemetry as markdown: each task's gradient norm on the shared encoder,
+    then the cosine of every task pair (negative: the tasks pull the encoder apart)."""
+    if not gradients:
+        return ""
+    lines = ["**Gradients on the shared encoder** (last evaluation)", "",
+             "| task or pair | norm / cosine |", "|---|---:|"]
+    for key, value in gradients.items():
+        name, kind = key.split("/")[1], key.rsplit("/", 1)[-1]
+        flag = " (conflict)" if kind == "cosine" and value < 0 else ""
+        lines.append(f"| {name} | {kind} {value:.4f}{flag} |")
     return "\n".join(lines)

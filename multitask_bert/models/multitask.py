@@ -16,6 +16,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from multitask_bert.config import EncoderConfig
+from multitask_bert.data.word_shape import NO_SHAPE, NUM_SHAPE_IDS
 from multitask_bert.errors import ConfigError
 from multitask_bert.heads import HeadModule, build_head_type
 from multitask_bert.tasks import TaskSpec
@@ -48,6 +49,12 @@ class MultiTaskModel(nn.Module):
         tasks: the task specs (heads, loss weights, dropout).
         label_vocab: label names per task and head; sets each head's output size.
         pooling: ``mean`` over real tokens or ``cls`` for sequence heads.
+        loss_balancing: ``static`` (each head's loss times its ``loss_weight``) or
+            ``uncertainty`` (Kendall et al. 2018: a learnt log-variance ``s`` per head, the
+            head's loss becomes ``loss_weight * (exp(-s) * loss + s)``; ``s`` starts at 0).
+
+    Tasks with ``word_shape`` get a shape embedding (:mod:`multitask_bert.data.word_shape`)
+    added to the first sub-word of each word before the heads that read tokens.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class MultiTaskModel(nn.Module):
         tasks: list[TaskSpec],
         label_vocab: LabelVocab,
         pooling: str = "mean",
+        loss_balancing: str = "static",
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -73,6 +81,22 @@ class MultiTaskModel(nn.Module):
                 heads[head.name] = build_head_type(head, labels).build_module(hidden)
             self.heads[task.name] = heads
             self.loss_weights[task.name] = {h.name: h.loss_weight for h in task.heads}
+        self.shape_tasks = {t.name for t in tasks if t.word_shape}
+        if self.shape_tasks:  # created after the heads: their initial weights do not move
+            self.word_shape = nn.Embedding(NUM_SHAPE_IDS, hidden, padding_idx=NO_SHAPE)
+            nn.init.normal_(self.word_shape.weight, std=0.02)
+            with torch.no_grad():
+                self.word_shape.weight[NO_SHAPE].zero_()
+        if loss_balancing not in ("static", "uncertainty"):
+            raise ConfigError(f"loss_balancing must be 'static' or 'uncertainty', got "
+                              f"{loss_balancing!r}")
+        self.loss_balancing = loss_balancing
+        if loss_balancing == "uncertainty":
+            self.log_vars = nn.ModuleDict({
+                task.name: nn.ParameterDict({h.name: nn.Parameter(torch.zeros(()))
+                                             for h in task.heads})
+                for task in tasks
+            })
         params = inspect.signature(encoder.forward).parameters
         self._takes_token_types = "token_type_ids" in params and (
             getattr(encoder.config, "type_vocab_size", 0) or 0
@@ -92,12 +116,16 @@ class MultiTaskModel(nn.Module):
         labels: dict[str, torch.Tensor] | None = None,
         task_id: int | str = 0,
         token_type_ids: torch.Tensor | None = None,
+        word_shapes: torch.Tensor | None = None,
     ) -> MultiTaskOutput:
         task = self.task_name(task_id)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and self._takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
+        tokens = hidden
+        if word_shapes is not None and task in self.shape_tasks:
+            tokens = hidden + self.word_shape(word_shapes).to(hidden.dtype)
         pooled: torch.Tensor | None = None
         logits: dict[str, torch.Tensor] = {}
         head_losses: dict[str, torch.Tensor] = {}
@@ -105,7 +133,7 @@ class MultiTaskModel(nn.Module):
         for name, head in self.heads[task].items():
             assert isinstance(head, HeadModule)
             if head.reads == "tokens":
-                features = hidden
+                features = tokens
             else:
                 if pooled is None:
                     pooled = self._pool(hidden, attention_mask)
@@ -114,9 +142,22 @@ class MultiTaskModel(nn.Module):
             if labels is not None and name in labels:
                 head_loss = head.loss(logits[name], labels[name])
                 head_losses[name] = head_loss
-                weighted = self.loss_weights[task][name] * head_loss
+                weighted = self.loss_weights[task][name] * self._balanced(task, name, head_loss)
                 loss = weighted if loss is None else loss + weighted
         return MultiTaskOutput(loss=loss, logits=logits, head_losses=head_losses)
+
+    def _balanced(self, task: str, head: str, loss: torch.Tensor) -> torch.Tensor:
+        if self.loss_balancing != "uncertainty":
+            return loss
+        log_var = self.log_vars[task][head]
+        return torch.exp(-log_var) * loss + log_var
+
+    def log_variances(self) -> dict[str, float]:
+        """``{task/head: s}`` of uncertainty balancing (empty with static weights)."""
+        if self.loss_balancing != "uncertainty":
+            return {}
+        return {f"{task}/{head}": float(value.detach())
+                for task, params in self.log_vars.items() for head, value in params.items()}
 
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -136,6 +177,7 @@ class MultiTaskModel(nn.Module):
                 "format_version": MODEL_FORMAT_VERSION,
                 "encoder_config": self.encoder.config.to_dict(),
                 "pooling": self.pooling,
+                "loss_balancing": self.loss_balancing,
                 "tasks": [t.model_dump(mode="json") for t in self.tasks],
                 "label_vocab": self.label_vocab,
             }
@@ -161,7 +203,8 @@ class MultiTaskModel(nn.Module):
         config = json.loads(config_file.read_text())
         encoder = _encoder_from_config_dict(config["encoder_config"])
         tasks = [TaskSpec.model_validate(t) for t in config["tasks"]]
-        model = cls(encoder, tasks, config["label_vocab"], pooling=config["pooling"])
+        model = cls(encoder, tasks, config["label_vocab"], pooling=config["pooling"],
+                    loss_balancing=config.get("loss_balancing", "static"))
         _missing, _unexpected = load_model(model, str(directory / WEIGHTS_FILE), strict=True,
                                          device=map_location)
         model.eval()
@@ -203,12 +246,14 @@ def build_encoder(config: EncoderConfig, seed: int = 0) -> nn.Module:
 
 
 def build_model(
-    config: EncoderConfig, tasks: list[TaskSpec], label_vocab: LabelVocab, seed: int = 0
+    config: EncoderConfig, tasks: list[TaskSpec], label_vocab: LabelVocab, seed: int = 0,
+    loss_balancing: str = "static",
 ) -> MultiTaskModel:
     """Encoder + heads, seeded so the random parts are reproducible."""
     encoder = build_encoder(config, seed)
     torch.manual_seed(seed)
-    return MultiTaskModel(encoder, tasks, label_vocab, pooling=config.pooling)
+    return MultiTaskModel(encoder, tasks, label_vocab, pooling=config.pooling,
+                          loss_balancing=loss_balancing)
 
 
 def _from_config(auto_cls: Any, encoder_config: Any) -> nn.Module:

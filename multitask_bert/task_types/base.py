@@ -33,6 +33,12 @@ class TaskType:
     column_files: ClassVar[bool] = False
     """Whether CoNLL column files can hold this type's examples."""
 
+    def check_task(self, task: TaskSpec) -> None:
+        """Raise ``ValueError`` for a task option this type does not take."""
+        for option in ("document_context", "word_shape"):
+            if getattr(task, option):
+                raise ValueError(f"task {task.name!r}: `{option}` applies to token tasks only")
+
     def input_fields(self, task: TaskSpec, first_row: dict[str, Any]) -> list[str]:
         """Names of the input fields of a task's examples (raw rows and normalized examples
         give the same answer)."""
@@ -51,17 +57,30 @@ class TaskType:
         """What one example looks like, for messages."""
         raise NotImplementedError
 
-    def fields(self) -> list[pa.Field]:
+    def row_extras(self, task: TaskSpec, row: dict[str, Any], fail: FieldFail) -> dict[str, Any]:
+        """Further values a normalized example keeps from its raw row (e.g. its document)."""
+        return {}
+
+    def fields(self, task: TaskSpec) -> list[pa.Field]:
         """Columns this type adds to a task's cache table (after the inputs and labels)."""
         return []
 
+    def prepare_split(
+        self, task: TaskSpec, tokenizer: Any, backend: Any, examples: list[dict[str, Any]],
+        fields: list[str], max_length: int,
+    ) -> Any:
+        """What encoding a split needs beyond one chunk (e.g. each sentence's document
+        neighbours); passed to every :meth:`encode_chunk` call of the split."""
+        return None
+
     def encode_chunk(
         self, backend: Any, chunk: list[dict[str, Any]], fields: list[str], max_length: int,
-        stats: dict[str, int],
+        stats: dict[str, int], split_state: Any = None, start: int = 0,
     ) -> tuple[dict[str, Any], ChunkAlignment | None]:
         """Tokenise the inputs of a chunk of examples with the Rust tokenizer ``backend``
         (truncating at ``max_length``, no padding): the input columns of the cache table,
-        this type's own columns, and the word alignment (token tasks). Adds to ``stats``."""
+        this type's own columns, and the word alignment (token tasks). Adds to ``stats``.
+        ``split_state`` is :meth:`prepare_split`'s; ``start`` the chunk's first example."""
         raise NotImplementedError
 
     def encode_rows(

@@ -44,7 +44,7 @@ class SequenceTask(TaskType):
 
     def encode_chunk(
         self, backend: Any, chunk: list[dict[str, Any]], fields: list[str], max_length: int,
-        stats: dict[str, int],
+        stats: dict[str, int], split_state: Any = None, start: int = 0,
     ) -> tuple[dict[str, Any], ChunkAlignment | None]:
         if len(fields) > 1:
             first, second = fields

@@ -1,19 +1,54 @@
-"""``token``: pre-split words per example; heads label every word (``tagging``)."""
+"""``token``: pre-split words per example; heads label every word (``tagging``).
+
+Two task options change how a sentence is encoded (both off by default):
+
+* ``document_context``: the sentence sits between sub-words of its neighbouring sentences of
+  the same document, ``[CLS] left context + sentence + right context [SEP]``, up to
+  ``max_length`` (the sentence first; the room left is shared between the two sides, half
+  each, the unused half of one side going to the other). Labels, predictions and scores stay
+  on the sentence's own words: context positions carry no label and no word.
+* ``word_shape``: a ``word_shape`` column holds each word's shape id
+  (:mod:`multitask_bert.data.word_shape`) on its first sub-word, 0 elsewhere; the model adds
+  a learned shape embedding there before the tagging heads.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from multitask_bert.data.alignment import ChunkAlignment, RowWords, first_subword_positions
+from multitask_bert.data.word_shape import NO_SHAPE, word_shape
 from multitask_bert.errors import DataError, short_repr
 from multitask_bert.task_types.base import FieldFail, TaskType, input_columns
 from multitask_bert.task_types.registry import register_task_type
 
 if TYPE_CHECKING:
     from multitask_bert.tasks import TaskSpec
+
+DOCUMENT_KEY = "_document"
+"""Key of a normalized example that holds its document id (``document_context`` tasks)."""
+WORD_SHAPE_COLUMN = "word_shape"
+LEFT_CONTEXT, RIGHT_CONTEXT = "left_context", "right_context"
+"""Optional fields of a row given for prediction: the words before and after the sentence in
+its document (a list of words, or a string split on whitespace)."""
+
+
+@dataclass
+class TokenSplit:
+    """What encoding one split of a token task needs beyond a chunk."""
+
+    word_shape: bool
+    document_context: bool
+    cls_id: int = 0
+    sep_id: int = 0
+    sentences: list[Any] | None = None
+    """Every example's own sub-words (no special tokens), for its neighbours' context."""
+    documents: list[str] | None = None
 
 
 @register_task_type
@@ -23,6 +58,9 @@ class TokenTask(TaskType):
 
     name = "token"
     column_files = True
+
+    def check_task(self, task: TaskSpec) -> None:
+        return None  # document_context and word_shape are this type's options
 
     def input_fields(self, task: TaskSpec, first_row: dict[str, Any]) -> list[str]:
         return list(task.text_fields) if task.text_fields else ["tokens"]
@@ -48,6 +86,16 @@ class TokenTask(TaskType):
                            "not a string", "Make every word a string")
         return {field: value}  # pragma: no cover - the join above failed for a reason
 
+    def row_extras(self, task: TaskSpec, row: dict[str, Any], fail: FieldFail) -> dict[str, Any]:
+        if not task.document_context:
+            return {}
+        document = row.get(task.document_field)
+        if isinstance(document, bool) or not isinstance(document, (str, int)):
+            raise fail(task.document_field, f"no document id (got {short_repr(document)})",
+                       "`document_context: true` needs each row's document: -DOCSTART- lines "
+                       "of a CoNLL file, or a document id in this field (`document_field:`)")
+        return {DOCUMENT_KEY: str(document)}
+
     def words(self, example: dict[str, Any], fields: list[str]) -> list[str] | None:
         return example[fields[0]]
 
@@ -55,16 +103,43 @@ class TokenTask(TaskType):
         tags = ", ".join(f'"{h}": [...]' for h in head_fields)
         return f'{{"{fields[0]}": [...], {tags}}}'
 
-    def fields(self) -> list[pa.Field]:
-        return [pa.field("num_words", pa.int32()), pa.field("num_words_kept", pa.int32())]
+    def fields(self, task: TaskSpec) -> list[pa.Field]:
+        fields = [pa.field("num_words", pa.int32()), pa.field("num_words_kept", pa.int32())]
+        if task.word_shape:
+            fields.append(pa.field(WORD_SHAPE_COLUMN, pa.list_(pa.int8())))
+        return fields
+
+    def prepare_split(
+        self, task: TaskSpec, tokenizer: Any, backend: Any, examples: list[dict[str, Any]],
+        fields: list[str], max_length: int,
+    ) -> TokenSplit:
+        state = TokenSplit(word_shape=task.word_shape, document_context=task.document_context)
+        if task.document_context:
+            words = [example[fields[0]] for example in examples]
+            state.sentences = backend.encode_batch(words, is_pretokenized=True,
+                                                   add_special_tokens=False)
+            state.documents = [example[DOCUMENT_KEY] for example in examples]
+            state.cls_id, state.sep_id = _special_ids(tokenizer)
+        return state
 
     def encode_chunk(
         self, backend: Any, chunk: list[dict[str, Any]], fields: list[str], max_length: int,
-        stats: dict[str, int],
+        stats: dict[str, int], split_state: Any = None, start: int = 0,
     ) -> tuple[dict[str, Any], ChunkAlignment | None]:
+        state: TokenSplit = split_state or TokenSplit(word_shape=False, document_context=False)
         word_lists = [example[fields[0]] for example in chunk]
-        encodings = backend.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=True)
-        columns, offsets = input_columns(encodings, pairs=False)
+        if state.document_context:
+            rows, row_firsts = _with_context(state, start, word_lists, max_length, stats)
+        else:
+            rows = backend.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=True)
+            row_firsts = []
+            for words, encoding in zip(word_lists, rows, strict=True):
+                firsts = first_subword_positions(encoding.word_ids)
+                if len(firsts) < len(words):
+                    _count_missing_words(encoding.word_ids, encoding.overflowing, firsts,
+                                         len(words), 0, stats)
+                row_firsts.append(firsts)
+        columns, offsets = input_columns(rows, pairs=False)
         num_words = np.fromiter(map(len, word_lists), dtype=np.int32, count=len(chunk))
         word_offsets = np.zeros(len(chunk) + 1, dtype=np.int32)
         np.cumsum(num_words, out=word_offsets[1:])
@@ -72,23 +147,26 @@ class TokenTask(TaskType):
         # Alignment: flat (sub-word position, word) of the first sub-word of every kept word.
         positions: list[int] = []
         words: list[int] = []
-        num_kept = np.zeros(len(chunk), dtype=np.int32)
-        for i, encoding in enumerate(encodings):
-            firsts = first_subword_positions(encoding.word_ids)
+        for i, firsts in enumerate(row_firsts):
             base, word_base = int(offsets[i]), int(word_offsets[i])
             positions.extend(base + position for position, _ in firsts)
             words.extend(word_base + word for _, word in firsts)
-            num_kept[i] = len(firsts)
-            if len(firsts) < num_words[i]:
-                _count_missing_words(encoding, firsts, int(num_words[i]), stats)
         columns["num_words"] = pa.array(num_words)
-        columns["num_words_kept"] = pa.array(num_kept)
+        columns["num_words_kept"] = pa.array(np.fromiter(map(len, row_firsts), dtype=np.int32,
+                                                          count=len(chunk)))
         alignment = ChunkAlignment(
             subword_offsets=offsets,
             word_offsets=word_offsets,
             positions=np.asarray(positions, dtype=np.int64),
             words=np.asarray(words, dtype=np.int64),
         )
+        if state.word_shape:
+            shapes = np.fromiter((word_shape(w) for ws in word_lists for w in ws), dtype=np.int8,
+                                 count=int(word_offsets[-1]))
+            column = np.full(int(offsets[-1]), NO_SHAPE, dtype=np.int8)
+            column[alignment.positions] = shapes[alignment.words]
+            columns[WORD_SHAPE_COLUMN] = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), pa.array(column))
         return columns, alignment
 
     def encode_rows(
@@ -96,11 +174,121 @@ class TokenTask(TaskType):
         first_row: int = 0,
     ) -> tuple[Any, list[RowWords] | None]:
         word_lists = [_row_words(row, first_row + i) for i, row in enumerate(rows)]
-        encoding = tokenizer(word_lists, is_split_into_words=True, truncation=True,
-                             max_length=max_length, padding=True, return_tensors="pt")
-        words = [RowWords(first_subword_positions(encoding.word_ids(i)), len(row_words))
-                 for i, row_words in enumerate(word_lists)]
+        if task.document_context:
+            encoding, firsts = _rows_with_context(tokenizer, rows, word_lists, max_length)
+        else:
+            encoding = tokenizer(word_lists, is_split_into_words=True, truncation=True,
+                                 max_length=max_length, padding=True, return_tensors="pt")
+            firsts = [first_subword_positions(encoding.word_ids(i)) for i in range(len(rows))]
+        if task.word_shape:
+            shapes = torch.zeros_like(encoding["input_ids"])
+            for row, (row_firsts, row_words) in enumerate(zip(firsts, word_lists, strict=True)):
+                for position, word in row_firsts:
+                    shapes[row, position] = word_shape(row_words[word])
+            encoding["word_shapes"] = shapes
+        words = [RowWords(row_firsts, len(row_words))
+                 for row_firsts, row_words in zip(firsts, word_lists, strict=True)]
         return encoding, words
+
+
+def _special_ids(tokenizer: Any) -> tuple[int, int]:
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    cls_id = tokenizer.bos_token_id if cls_id is None else cls_id
+    sep_id = tokenizer.eos_token_id if sep_id is None else sep_id
+    if cls_id is None or sep_id is None:
+        raise DataError(f"document_context needs a tokenizer with [CLS]/[SEP] (or <s>/</s>) "
+                        f"tokens; {type(tokenizer).__name__} has none")
+    return int(cls_id), int(sep_id)
+
+
+def fit_context(sentence: int, left: int, right: int, budget: int) -> tuple[int, int, int]:
+    """How many sub-words of the sentence, the left and the right context fit in ``budget``:
+    the sentence first, then the room shared, half each, one side's unused half going to
+    the other. Returns ``(sentence, left, right)``."""
+    kept = min(sentence, budget)
+    room = budget - kept
+    left_n = min(left, max(room // 2, room - right))
+    return kept, left_n, min(right, room - left_n)
+
+
+class _Row:
+    """A row's sub-word ids (what :func:`input_columns` reads of an encoding)."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+
+def _neighbours(state: TokenSplit, index: int, step: int, need: int) -> list[int]:
+    """Up to ``need`` sub-words of the sentences before (``step=-1``) or after (``+1``)
+    ``index`` in its document, nearest last (before) or first (after)."""
+    assert state.sentences is not None and state.documents is not None
+    document, pieces, total, j = state.documents[index], [], 0, index + step
+    while total < need and 0 <= j < len(state.sentences) and state.documents[j] == document:
+        pieces.append(state.sentences[j].ids)
+        total += len(state.sentences[j].ids)
+        j += step
+    if step < 0:
+        flat = [i for piece in reversed(pieces) for i in piece]
+        return flat[max(0, len(flat) - need):]
+    return [i for piece in pieces for i in piece][:need]
+
+
+def _with_context(state: TokenSplit, start: int, word_lists: list[list[str]], max_length: int,
+                  stats: dict[str, int]) -> tuple[list[_Row], list[list[tuple[int, int]]]]:
+    """The chunk's rows, each sentence between its document neighbours' sub-words."""
+    assert state.sentences is not None
+    budget = max_length - 2
+    rows, row_firsts = [], []
+    for index, words in enumerate(word_lists, start=start):
+        sentence = state.sentences[index]
+        kept, _, _ = fit_context(len(sentence.ids), 0, 0, budget)
+        room = budget - kept
+        left = _neighbours(state, index, -1, room)
+        right = _neighbours(state, index, +1, room)
+        kept, left_n, right_n = fit_context(len(sentence.ids), len(left), len(right), budget)
+        ids = [state.cls_id, *left[len(left) - left_n:], *sentence.ids[:kept],
+               *right[:right_n], state.sep_id]
+        firsts = [(1 + left_n + position, word)
+                  for position, word in first_subword_positions(sentence.word_ids[:kept])]
+        rows.append(_Row(ids))
+        row_firsts.append(firsts)
+        if len(firsts) < len(words):
+            _count_missing_words(sentence.word_ids, sentence.overflowing, firsts, len(words),
+                                 kept, stats)
+    return rows, row_firsts
+
+
+def _rows_with_context(tokenizer: Any, rows: list[dict[str, Any]], word_lists: list[list[str]],
+                       max_length: int) -> tuple[Any, list[list[tuple[int, int]]]]:
+    """Prediction rows with their optional ``left_context`` / ``right_context`` words."""
+    cls_id, sep_id = _special_ids(tokenizer)
+    budget = max_length - 2
+    sequences, firsts = [], []
+    for row, words in zip(rows, word_lists, strict=True):
+        sentence = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+        sides = []
+        for key in (LEFT_CONTEXT, RIGHT_CONTEXT):
+            context = row.get(key) or []
+            context = context.split() if isinstance(context, str) else [str(w) for w in context]
+            sides.append(tokenizer(context, is_split_into_words=True,
+                                   add_special_tokens=False)["input_ids"] if context else [])
+        left, right = sides
+        kept, left_n, right_n = fit_context(len(sentence["input_ids"]), len(left), len(right),
+                                            budget)
+        sequences.append([cls_id, *left[len(left) - left_n:], *sentence["input_ids"][:kept],
+                          *right[:right_n], sep_id])
+        firsts.append([(1 + left_n + position, word) for position, word in
+                       first_subword_positions(sentence.word_ids()[:kept])])
+    width = max(map(len, sequences))
+    pad = tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, ids in enumerate(sequences):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+    encoding = {"input_ids": input_ids, "attention_mask": attention,
+                "token_type_ids": torch.zeros_like(input_ids)}
+    return encoding, firsts
 
 
 def _row_words(row: dict, index: int) -> list[str]:
@@ -111,14 +299,19 @@ def _row_words(row: dict, index: int) -> list[str]:
     raise DataError(f"row {index + 1}: a token task needs 'tokens' (a list of words) or 'text'")
 
 
-def _count_missing_words(encoding: Any, firsts: list[tuple[int, int]], n_words: int, stats) -> None:
-    """Split words without a label position into truncated ones and empty ones."""
-    kept = {word for _, word in firsts}
-    cut: set[int] = set()
-    for overflow in encoding.overflowing:
+def _count_missing_words(word_ids: list[int | None], overflowing: list[Any],
+                         firsts: list[tuple[int, int]], n_words: int, kept: int,
+                         stats: dict[str, int]) -> None:
+    """Split words without a label position into truncated ones and empty ones.
+
+    ``word_ids`` are the sentence's sub-words; with ``kept`` > 0, ``word_ids[kept:]`` were cut
+    here (document context), besides what the tokenizer cut (``overflowing``)."""
+    kept_words = {word for _, word in firsts}
+    cut: set[int] = {word for word in word_ids[kept:] if word is not None} if kept else set()
+    for overflow in overflowing:
         cut.update(word for word in overflow.word_ids if word is not None)
-    cut -= kept  # a word split at the boundary keeps its first sub-word, so its label
+    cut -= kept_words  # a word split at the boundary keeps its first sub-word, so its label
     if cut:
         stats["truncated_examples"] += 1
         stats["truncated_words"] += len(cut)
-    stats["empty_words"] += n_words - len(kept) - len(cut)
+    stats["empty_words"] += n_words - len(kept_words) - len(cut)

@@ -75,8 +75,10 @@ def _same_error_with_message(error: Exception, message: str) -> Exception:
 def mlflow_key(key: str) -> str:
     """Maps a key to one MLflow accepts: bad characters become `_`, empty path parts go.
 
-    Example: `squad/qa/f1@5` -> `squad/qa/f1_5`.
+    Example: `squad/qa/f1@5` -> `squad/qa/f1_5`. A task pair `a~b` (gradient telemetry)
+    becomes `a-vs-b`: MLflow refuses `~` and `_` is common in task names.
     """
+    key = key.replace("~", "-vs-")
     parts = [part for part in _BAD_KEY_CHARACTERS.sub("_", key).split("/") if part]
     parts = [part.replace(".", "_") if set(part) == {"."} else part for part in parts]
     return "/".join(parts) or "_"

@@ -35,7 +35,8 @@ def train_model(
     train_sets = load_datasets(config, cached, "train", pad)
     eval_sets = load_datasets(config, cached, "validation", pad)
     label_vocab = {name: entry.label_vocab for name, entry in cached.items()}
-    model = build_model(config.encoder, config.tasks, label_vocab, seed=config.training.seed)
+    model = build_model(config.encoder, config.tasks, label_vocab, seed=config.training.seed,
+                        loss_balancing=config.training.loss_balancing)
     trainer = Trainer(config, model, tokenizer, train_sets, eval_sets, logger=logger)
     trainer.result.baseline = majority_baselines(train_sets, eval_sets)
     try:

@@ -33,6 +33,10 @@ class TrainResult:
     """Under torchrun: the sum of every rank's final weights (they must be equal)."""
     baseline: Metrics = field(default_factory=dict)
     """Majority-class baseline of every head on the evaluation data (for comparison)."""
+    gradients: dict[str, float] = field(default_factory=dict)
+    """The last gradient telemetry: ``grad/<task>/norm`` and ``grad/<a>~<b>/cosine``."""
+    telemetry_seconds: float = 0.0
+    """Time spent on gradient telemetry (compare with ``train_seconds``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -45,6 +45,7 @@ from multitask_bert.training.meter import ThroughputMeter, peak_flops
 from multitask_bert.training.optim import build_optimizer, build_scheduler
 from multitask_bert.training.result import TrainResult
 from multitask_bert.training.sampling import build_sampler
+from multitask_bert.training.telemetry import gradient_conflicts, telemetry_batches
 
 # TrainResult, evaluate_model and peak_flops live in their own modules now; importing them
 # from here keeps working.
@@ -101,6 +102,7 @@ class Trainer:
         self._window = 0  # where in the epoch's plan the next step starts
         self._closed = False
         self._last_eval_step: int | None = None
+        self._telemetry_batches: dict[str, list[Batch]] | None = None
         self._fingerprint = experiment_fingerprint(
             config, {name: data.identity for name, data in train_datasets.items()})
         self.resumed_from: Path | None = None
@@ -231,7 +233,8 @@ class Trainer:
                     no_sync = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
                     with self.autocast, no_sync:
                         out = self.step_model(batch.input_ids, batch.attention_mask, batch.labels,
-                                              task_id=task, token_type_ids=batch.token_type_ids)
+                                              task_id=task, token_type_ids=batch.token_type_ids,
+                                              word_shapes=batch.word_shapes)
                         self._check_finite(out.loss, task)
                         (out.loss / len(window)).backward()
                     meter.add(task, out.loss.detach(), batch)
@@ -340,6 +343,7 @@ class Trainer:
         self.logger.log_metrics(
             {**flatten_metrics(metrics), "eval/score": score}, step=self.global_step
         )
+        self._gradient_telemetry()
         if self.early_stopping.update(score, self.global_step):
             self.result.best, self.result.best_score = metrics, score
             self.result.best_step = self.global_step
@@ -354,6 +358,22 @@ class Trainer:
             self.result.stopped_early = True
             return True
         return False
+
+    def _gradient_telemetry(self) -> None:
+        """Each task's gradient norm on the shared encoder and the cosine between every two
+        tasks' gradients, on fixed batches (rank 0; eval mode, so no dropout and no RNG)."""
+        if not (self.config.logging.gradient_telemetry and self.dist.is_main):
+            return
+        started = time.perf_counter()
+        if self._telemetry_batches is None:
+            self._telemetry_batches = telemetry_batches(
+                self.train_datasets, self.args.batch_size_for,
+                self.config.logging.gradient_telemetry_batches)
+        stats = gradient_conflicts(self.model, self._telemetry_batches, self.device,
+                                   self.autocast)
+        self.result.telemetry_seconds += time.perf_counter() - started
+        self.result.gradients = stats
+        self.logger.log_metrics(stats, step=self.global_step)
 
     def evaluate(self, datasets: dict[str, TaskDataset] | None = None) -> Metrics:
         """Per-head metrics on ``datasets`` (default: the eval datasets)."""
@@ -417,6 +437,8 @@ class Trainer:
             if not math.isfinite(value):
                 self._diverged(value, task)
         stats["train/lr"] = self.scheduler.get_last_lr()[0]
+        for head, value in self.model.log_variances().items():  # uncertainty balancing
+            stats[f"loss_balancing/{head}/log_variance"] = value
         stats["train/epoch"] = self.epoch
         self.logger.log_metrics(stats, step=self.global_step)
         if not self.args.progress_bar:  # plain lines for logs that are not a terminal

@@ -21,10 +21,12 @@ from tests.conftest import REPO, tiny_config_dict
 EVERY = 4  # checkpoint interval (optimizer steps)
 
 
-def write_config(task_dir: Path, root: Path, name: str) -> Path:
+def write_config(task_dir: Path, root: Path, name: str, balancing: str = "static") -> Path:
     config = tiny_config_dict(task_dir, root / name, epochs=4, batch_size=4,
                               checkpoint_every_n_steps=EVERY, keep_checkpoints=2,
-                              eval_strategy="steps", eval_steps=10)
+                              eval_strategy="steps", eval_steps=10, loss_balancing=balancing)
+    if balancing == "uncertainty":  # the learnt log-variances and word shapes resume too
+        config["tasks"][0]["word_shape"] = True
     config["logging"] = {"backend": "none", "log_every_n_steps": 1}
     config["cache_dir"] = str(root / "cache")
     path = root / f"{name}.yaml"
@@ -66,9 +68,11 @@ def weights(run: Path) -> dict:
     return load_file(str(latest_checkpoint(run) / "model.safetensors"))
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(task_dir, tmp_path):
-    straight = write_config(task_dir, tmp_path, "straight")
-    killed = write_config(task_dir, tmp_path, "killed")
+@pytest.mark.parametrize("balancing", ["static", "uncertainty"])
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(task_dir, tmp_path,
+                                                                    balancing):
+    straight = write_config(task_dir, tmp_path, "straight", balancing)
+    killed = write_config(task_dir, tmp_path, "killed", balancing)
     run_to_end(straight)
     straight_run = tmp_path / "straight" / "run"
     total = json.loads((straight_run / "metrics.json").read_text())["global_step"]

@@ -29,9 +29,10 @@ def test_shard_splits_a_global_batch_into_contiguous_parts():
     assert shard(batch, DistInfo()) == batch
 
 
-def config_file(task_dir: Path, root: Path, name: str, batch_size: int) -> Path:
+def config_file(task_dir: Path, root: Path, name: str, batch_size: int,
+                balancing: str = "static") -> Path:
     data = tiny_config_dict(task_dir, root / name, epochs=2, batch_size=batch_size,
-                            eval_strategy="epoch", max_grad_norm=1.0)
+                            eval_strategy="epoch", max_grad_norm=1.0, loss_balancing=balancing)
     data["tasks"] = [t for t in data["tasks"] if t["name"] in ("sentiment", "pairs")]
     for task in data["tasks"]:
         for head in task["heads"]:
@@ -49,9 +50,11 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(task_dir, tmp_path):
-    single = config_file(task_dir, tmp_path, "single", batch_size=8)
-    ddp = config_file(task_dir, tmp_path, "ddp", batch_size=4)  # per process: 2 x 4 = 8
+@pytest.mark.parametrize("balancing", ["static", "uncertainty"])
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(task_dir, tmp_path,
+                                                                      balancing):
+    single = config_file(task_dir, tmp_path, "single", batch_size=8, balancing=balancing)
+    ddp = config_file(task_dir, tmp_path, "ddp", batch_size=4, balancing=balancing)
     run = subprocess.run([sys.executable, "-m", "multitask_bert", "train", "--config",
                           str(single)], capture_output=True, text=True, env=ENV, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

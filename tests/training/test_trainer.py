@@ -21,7 +21,8 @@ def make_trainer(config, tasks=None):
     train = load_datasets(config, cached, "train", tokenizer.pad_token_id)
     evals = load_datasets(config, cached, "validation", tokenizer.pad_token_id)
     vocab = {n: c.label_vocab for n, c in cached.items()}
-    model = build_model(config.encoder, config.tasks, vocab, seed=config.training.seed)
+    model = build_model(config.encoder, config.tasks, vocab, seed=config.training.seed,
+                        loss_balancing=config.training.loss_balancing)
     return Trainer(config, model, tokenizer, train, evals)
 
 
@@ -58,9 +59,10 @@ def test_scheduler_counts_real_optimizer_steps(tiny_config):
     trainer.close()
 
 
-def test_gradient_accumulation_matches_a_bigger_batch(tiny_config):
+@pytest.mark.parametrize("balancing", ["static", "uncertainty"])
+def test_gradient_accumulation_matches_a_bigger_batch(tiny_config, balancing):
     common = dict(epochs=1, group_by_length=False, max_grad_norm=None, learning_rate=1e-3,
-                  eval_strategy="no", weight_decay=0.0)
+                  eval_strategy="no", weight_decay=0.0, loss_balancing=balancing)
     big = make_trainer(tiny_config(batch_size=8, **common), tasks=["sentiment"])
     small = make_trainer(tiny_config(batch_size=4, gradient_accumulation_steps=2, **common),
                          tasks=["sentiment"])
