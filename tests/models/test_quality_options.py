@@ -14,7 +14,7 @@ from multitask_bert.data.word_shape import SHAPES, word_shape
 from multitask_bert.inference import Predictor
 from multitask_bert.models.multitask import MultiTaskModel, build_model, load_tokenizer
 from multitask_bert.pipeline import train_experiment
-from multitask_bert.registry import MultitaskPyfunc
+from multitask_bert.registry import MultitaskPyfunc, pinned_requirements
 from multitask_bert.tasks import TaskSpec
 from multitask_bert.training.telemetry import gradient_conflicts, telemetry_batches
 from tests.conftest import TINY_ENCODER, tiny_config_dict
@@ -64,7 +64,8 @@ def test_shape_features_change_a_capitalised_words_logits_and_survive_save_load(
     assert torch.equal(shaped_logits(loaded, tokenizer, "Paris"), title)
     # the pyfunc (what MLflow serves) loads the same model and encodes shapes the same way
     mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), python_model=MultitaskPyfunc(),
-                             artifacts={"model": str(tmp_path / "model")})
+                             artifacts={"model": str(tmp_path / "model")},
+                             pip_requirements=pinned_requirements())  # no inference subprocess
     served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     predictor = served.unwrap_python_model()._predictor
     assert isinstance(predictor, Predictor)
