@@ -133,6 +133,17 @@ class TaggingHead(HeadType):
             tags[row, : len(value)] = torch.tensor(value, dtype=torch.long)
         return tags
 
+    def collate_packed(self, values: list[Any], lengths: list[int]) -> torch.Tensor:
+        """``(1, total tokens)``: each row's tags over its own tokens, rows one after the
+        other (the token layout of a packed batch)."""
+        tags = torch.full((1, sum(lengths)), IGNORE_INDEX, dtype=torch.long)
+        start = 0
+        for value, length in zip(values, lengths, strict=True):
+            row = value[:length]
+            tags[0, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+            start += length
+        return tags
+
     # -- predictions and evaluation -----------------------------------------------------------
     def decode(self, logits: torch.Tensor, words: list[RowWords] | None = None) -> list[Any]:
         if words is None:
