@@ -36,13 +36,13 @@ class TaggingModule(HeadModule):
     reads = "tokens"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # A batch whose words were all truncated has no labelled position: cross_entropy
-        # would return NaN (0/0), so return a zero that still depends on the logits.
-        if not bool((labels != IGNORE_INDEX).any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(
-            logits.float().flatten(0, 1), labels.long().flatten(), ignore_index=IGNORE_INDEX
-        )
+        # The mean over labelled positions, as a sum over a count: a batch whose words were
+        # all truncated has none, and gives 0 (not 0/0 = NaN) that still depends on the
+        # logits. No branch on the labels' values: on CUDA that would be a host sync per step.
+        labels = labels.long().flatten()
+        total = F.cross_entropy(logits.float().flatten(0, 1), labels,
+                                ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 @register_head_type
