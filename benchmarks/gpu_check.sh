@@ -10,8 +10,8 @@
 #                             encoders, batch 512 per task (the MFU figure), ours vs HF Trainer
 #                             vs bare loop vs ours padded; torch.profiler top kernels where a
 #                             target is missed
-#   throughput-batch32.json   the same at the library's default batch 32 (+ naive pad-to-max)
 #   epoch.json                one timed epoch of CoNLL-2003 + TREC + SST-2, MiniLM size
+#   throughput-batch32.json   the same at the library's default batch 32 (+ naive pad-to-max)
 #   gpu_check.json            all of the above in one summary, the targets met or not
 #   gpu_check.log             everything printed (the summary table last)
 #
@@ -131,14 +131,14 @@ if [ "$MODE" = gpu ]; then
     phase tests 120 "$PY" -m pytest -q -p no:cacheprovider -rs \
         tests/training/test_gpu.py tests/models/test_packing.py --junitxml="$OUT/tests.xml"
     phase throughput-large 150 "$PY" "${TP[@]}" --device cuda --model bert-base,minilm-random \
-        --batch-size 512 --examples 16384 --contenders ours,ours_padded,hf,bare \
+        --batch-size 512 --examples 16384 --repeats 2 --contenders ours,ours_padded,hf,bare \
         --profile missed --profile-steps 10 --json "$OUT/throughput-large.json"
+    phase epoch 90 "$PY" benchmarks/epoch_time.py --device cuda --model minilm-random \
+        --datasets-dir "$DATASETS" --json "$OUT/epoch.json"
     phase throughput-batch32 110 "$PY" "${TP[@]}" --device cuda \
         --model bert-base,minilm-random --batch-size 32 --examples 4096 --steps 200 \
         --contenders ours,ours_padded,hf,bare,naive --profile missed --profile-steps 20 \
         --json "$OUT/throughput-batch32.json"
-    phase epoch 90 "$PY" benchmarks/epoch_time.py --device cuda --model minilm-random \
-        --datasets-dir "$DATASETS" --json "$OUT/epoch.json"
 else
     phase environment 60 "$PY" benchmarks/gpu_env.py --json "$OUT/env.json"
     phase tests 60 "$PY" -m pytest -q -p no:cacheprovider -rs \
@@ -147,11 +147,11 @@ else
         --batch-size 16 --examples 16 --steps 3 --warmup-steps 1 --unpadded true \
         --contenders ours,ours_padded,hf,bare --profile always --profile-steps 2 \
         --json "$OUT/throughput-large.json"
+    phase epoch 60 "$PY" benchmarks/epoch_time.py --device cpu --threads 1 --model tiny \
+        --unpadded true --limit 24 --datasets-dir "$DATASETS" --json "$OUT/epoch.json"
     phase throughput-batch32 90 "$PY" "${TP[@]}" --device cpu --threads 1 --model tiny \
         --batch-size 8 --examples 8 --steps 2 --warmup-steps 1 --unpadded true \
         --contenders ours,naive --profile missed --json "$OUT/throughput-batch32.json"
-    phase epoch 60 "$PY" benchmarks/epoch_time.py --device cpu --threads 1 --model tiny \
-        --unpadded true --limit 24 --datasets-dir "$DATASETS" --json "$OUT/epoch.json"
 fi
 
 echo

@@ -63,8 +63,8 @@ kernel may show against the fp32 dense reference, on bf16 inputs (bf16 rounding:
 # -- the kernels: q, k, v (1, heads, total, head_dim) -> (1, total, heads, head_dim) ---------
 def _dense(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, packing: PackedRows,
            dropout: float, scaling: float | None) -> torch.Tensor:
-    mask = packing.row_ids.unsqueeze(0) == packing.row_ids.unsqueeze(1)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout,
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=packing.block_mask(),
+                                         dropout_p=dropout,
                                          scale=scaling)
     return out.transpose(1, 2)
 

@@ -98,7 +98,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert len(files) <= 8  # what a device call brings back
     summary = json.loads((out / "gpu_check.json").read_text())
     assert [p["phase"] for p in summary["phases"]] == [
-        "environment", "tests", "throughput-large", "throughput-batch32", "epoch"]
+        "environment", "tests", "throughput-large", "epoch", "throughput-batch32"]
     assert {p["status"] for p in summary["phases"]} == {"ok"}
     assert summary["environment"]["problems"] == []
     assert summary["tests"]["tests"] >= 5 and summary["tests"]["failures"] == 0
