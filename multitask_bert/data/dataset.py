@@ -35,15 +35,16 @@ class PackedRows:
     """The longest row (varlen attention kernels take it as a Python int)."""
     min_length: int
     """The shortest row (jagged nested tensors take it, to avoid a device sync)."""
-    _block_mask: torch.Tensor | None = field(default=None, init=False, repr=False,
-                                             compare=False)
 
     def block_mask(self) -> torch.Tensor:
         """``(total, total)`` bool, True where two tokens are in the same row: the dense
-        attention mask, built once per batch (every layer reads the same one)."""
-        if self._block_mask is None:
-            self._block_mask = self.row_ids.unsqueeze(0) == self.row_ids.unsqueeze(1)
-        return self._block_mask
+        attention mask, built once per batch (every layer reads the same one). Kept as a
+        plain attribute, not a field: copies (``to``, DDP's ``dataclasses.replace``) drop it."""
+        mask = getattr(self, "_block_mask", None)
+        if mask is None:
+            mask = self.row_ids.unsqueeze(0) == self.row_ids.unsqueeze(1)
+            self._block_mask = mask
+        return mask
 
     @classmethod
     def from_lengths(cls, lengths: list[int]) -> PackedRows:
