@@ -283,6 +283,8 @@ def packing_problem(encoder: nn.Module) -> str | None:
     mask = (torch.arange(max(lengths)) < torch.tensor(lengths).unsqueeze(1)).long()
     ids = ids * mask
     was_training, calls = encoder.training, _CALLS[0]
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # TF32 rounding would blur the comparison
     encoder.eval()
     try:
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
@@ -295,6 +297,7 @@ def packing_problem(encoder: nn.Module) -> str | None:
         return f"its packed forward failed ({type(exc).__name__}: {exc})"
     finally:
         encoder.train(was_training)
+        torch.set_float32_matmul_precision(precision)
     if _CALLS[0] == calls:
         return (f"its attention does not run through transformers' AttentionInterface "
                 f"(attn_implementation {encoder.config._attn_implementation!r})")
