@@ -90,7 +90,7 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
            "MTB_GPU_BUNDLE": str(tmp_path / "no-bundle")}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu",
                            str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=400)
+                          timeout=1000)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     files = sorted(p.name for p in out.iterdir())
     assert files == ["env.json", "epoch.json", "gpu_check.json", "gpu_check.log", "tests.xml",
