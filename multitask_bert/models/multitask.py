@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +116,7 @@ class MultiTaskModel(nn.Module):
         hidden = self.encoder(**kwargs).last_hidden_state
         return self._heads(task, hidden, lambda: self._pool(hidden, attention_mask), labels)
 
-    def _heads(self, task: str, hidden: torch.Tensor, pool: Any,
+    def _heads(self, task: str, hidden: torch.Tensor, pool: Callable[[], torch.Tensor],
                labels: dict[str, torch.Tensor] | None) -> MultiTaskOutput:
         """The task's heads over the encoder output: token heads read ``hidden``, sequence
         heads the pooled vectors (``pool()``, computed once)."""
