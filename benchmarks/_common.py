@@ -33,6 +33,9 @@ for _key, _value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
 # Encoders: the packaged MiniLM and random-weight BERTs built from its config.
 MODELS: dict[str, dict[str, Any]] = {
     "minilm": {},
+    # the MiniLM's shapes with random weights: the speed of the MiniLM where its weights are
+    # not installed (a GPU machine with its own packages)
+    "minilm-random": {"random_init": True},
     "tiny": {"random_init": True, "config_overrides": {
         "num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2,
         "intermediate_size": 512}},

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from multitask_bert.errors import ConfigError
 from multitask_bert.tasks import TaskSpec
@@ -124,6 +131,14 @@ class TrainingConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` takes CUDA when present (bf16 autocast, pinned memory, non-blocking copies);
     the CPU runs fp32 (bf16 autocast was measured slower on these CPUs)."""
+    unpadded: bool | Literal["auto"] = "auto"
+    """Train without padding: the rows of each batch are packed into one sequence, attention
+    stays within each row and position ids restart per row, so the heads see exactly the
+    tokens of the padded path (no compute on pad tokens). ``auto``: on CUDA, where the encoder
+    supports it (its attention runs through transformers' attention interface and it takes
+    ``position_ids``: BERT, MiniLM; otherwise padded, with a warning); ``true``: on any device
+    (an error where the encoder does not support it; on CPU it is correct but not faster);
+    ``false``: padded batches. Evaluation is padded either way."""
     compile: bool = False
     """``torch.compile`` the model for the training step (GPU; with ``pad_to_multiple_of``
     raised to e.g. 32 the number of padded lengths, hence recompiles, stays small)."""
@@ -141,6 +156,16 @@ class TrainingConfig(_Strict):
     """How heads' losses add up: ``static`` (each head's ``loss_weight``) or ``uncertainty``
     (Kendall et al. 2018: a learnt log-variance ``s`` per head, ``exp(-s) * loss + s``, times
     the head's ``loss_weight``; the ``s`` values are logged per head and checkpointed)."""
+
+    @field_validator("unpadded", mode="before")
+    @classmethod
+    def _auto_true_or_false(cls, value: Any) -> Any:
+        words = {"auto": "auto", "true": True, "false": False}
+        if isinstance(value, bool) or value in words.values():
+            return value
+        if isinstance(value, str) and value.strip().lower() in words:
+            return words[value.strip().lower()]
+        raise ValueError(f"must be auto, true or false (got {value!r})")
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:

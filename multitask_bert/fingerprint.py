@@ -34,6 +34,7 @@ NOT_IN_FINGERPRINT: dict[str, str] = {
     "training.keep_checkpoints": "how many checkpoints are kept",
     "training.num_threads": "CPU threads: speed only",
     "training.eval_batch_size": "evaluation speed and memory only",
+    "training.unpadded": "how padding is skipped: the same function, rounding-level differences",
 }
 """Config keys the fingerprint leaves out, each with why. Everything else is in."""
 

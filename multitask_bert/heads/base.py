@@ -153,6 +153,11 @@ class HeadType:
         length of the batch)."""
         return torch.tensor(values, dtype=torch.long)
 
+    def collate_packed(self, values: list[Any], lengths: list[int]) -> torch.Tensor:
+        """The label tensor of a packed batch (the rows one after the other, no padding;
+        ``lengths``: tokens of each row). Per-example labels are the same as padded."""
+        return self.collate(values, max(lengths))
+
     # -- model ----------------------------------------------------------------------------
     def build_module(self, hidden_size: int) -> HeadModule:
         """The head's ``nn.Module`` (one output per label)."""

@@ -36,13 +36,13 @@ class TaggingModule(HeadModule):
     reads = "tokens"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        # A batch whose words were all truncated has no labelled position: cross_entropy
-        # would return NaN (0/0), so return a zero that still depends on the logits.
-        if not bool((labels != IGNORE_INDEX).any()):
-            return logits.sum() * 0.0
-        return F.cross_entropy(
-            logits.float().flatten(0, 1), labels.long().flatten(), ignore_index=IGNORE_INDEX
-        )
+        # The mean over labelled positions, as a sum over a count: a batch whose words were
+        # all truncated has none, and gives 0 (not 0/0 = NaN) that still depends on the
+        # logits. No branch on the labels' values: on CUDA that would be a host sync per step.
+        labels = labels.long().flatten()
+        total = F.cross_entropy(logits.float().flatten(0, 1), labels,
+                                ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
 
 
 @register_head_type
@@ -131,6 +131,17 @@ class TaggingHead(HeadType):
         tags = torch.full((len(values), width), IGNORE_INDEX, dtype=torch.long)
         for row, value in enumerate(values):
             tags[row, : len(value)] = torch.tensor(value, dtype=torch.long)
+        return tags
+
+    def collate_packed(self, values: list[Any], lengths: list[int]) -> torch.Tensor:
+        """``(1, total tokens)``: each row's tags over its own tokens, rows one after the
+        other (the token layout of a packed batch)."""
+        tags = torch.full((1, sum(lengths)), IGNORE_INDEX, dtype=torch.long)
+        start = 0
+        for value, length in zip(values, lengths, strict=True):
+            row = value[:length]
+            tags[0, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+            start += length
         return tags
 
     # -- predictions and evaluation -----------------------------------------------------------

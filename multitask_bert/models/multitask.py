@@ -7,9 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -19,7 +20,11 @@ from multitask_bert.config import EncoderConfig
 from multitask_bert.data.word_shape import NO_SHAPE, NUM_SHAPE_IDS
 from multitask_bert.errors import ConfigError
 from multitask_bert.heads import HeadModule, build_head_type
+from multitask_bert.models.packing import packed_encoder_forward
 from multitask_bert.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from multitask_bert.data.dataset import PackedRows
 
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -37,7 +42,8 @@ class MultiTaskOutput:
     """Loss-weighted sum of the task's head losses (None without labels)."""
     logits: dict[str, torch.Tensor]
     """Per head: ``(batch, labels)``, ``(batch,)`` for regression, ``(batch, seq, labels)``
-    for tagging."""
+    for tagging (``(1, total tokens, labels)`` for a packed batch:
+    ``PackedRows.unpack`` gives the padded layout back)."""
     head_losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -117,15 +123,37 @@ class MultiTaskModel(nn.Module):
         task_id: int | str = 0,
         token_type_ids: torch.Tensor | None = None,
         word_shapes: torch.Tensor | None = None,
+        packing: PackedRows | None = None,
     ) -> MultiTaskOutput:
+        """One task's heads on one batch: padded (``attention_mask`` marks the real tokens),
+        or packed (``packing`` given: the rows one after the other in ``(1, total)``
+        tensors, no padding; ``attention_mask`` is not read)."""
         task = self.task_name(task_id)
+        if token_type_ids is not None and not self._takes_token_types:
+            token_type_ids = None
+        if packing is not None:
+            hidden = packed_encoder_forward(self.encoder, input_ids, token_type_ids, packing)
+            return self._heads(task, self._shaped(task, hidden, word_shapes),
+                               lambda: self._pool_packed(hidden[0], packing), labels)
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self._takes_token_types:
+        if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
-        tokens = hidden
-        if word_shapes is not None and task in self.shape_tasks:
-            tokens = hidden + self.word_shape(word_shapes).to(hidden.dtype)
+        return self._heads(task, self._shaped(task, hidden, word_shapes),
+                           lambda: self._pool(hidden, attention_mask), labels)
+
+    def _shaped(self, task: str, hidden: torch.Tensor, word_shapes: torch.Tensor | None
+                ) -> torch.Tensor:
+        """What token heads read: the encoder output, plus the word-shape embedding on each
+        word's first sub-word for tasks with ``word_shape``."""
+        if word_shapes is None or task not in self.shape_tasks:
+            return hidden
+        return hidden + self.word_shape(word_shapes).to(hidden.dtype)
+
+    def _heads(self, task: str, tokens: torch.Tensor, pool: Callable[[], torch.Tensor],
+               labels: dict[str, torch.Tensor] | None) -> MultiTaskOutput:
+        """The task's heads over the encoder output: token heads read ``tokens``, sequence
+        heads the pooled vectors (``pool()``, computed once)."""
         pooled: torch.Tensor | None = None
         logits: dict[str, torch.Tensor] = {}
         head_losses: dict[str, torch.Tensor] = {}
@@ -136,7 +164,7 @@ class MultiTaskModel(nn.Module):
                 features = tokens
             else:
                 if pooled is None:
-                    pooled = self._pool(hidden, attention_mask)
+                    pooled = pool()
                 features = pooled
             logits[name] = head(features)
             if labels is not None and name in labels:
@@ -164,6 +192,15 @@ class MultiTaskModel(nn.Module):
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def _pool_packed(self, hidden: torch.Tensor, packing: PackedRows) -> torch.Tensor:
+        """:meth:`_pool` of a packed batch: ``hidden`` is ``(total, hidden)``; one vector
+        per row, over that row's tokens only."""
+        if self.pooling == "cls":
+            return hidden[packing.cu_seqlens[:-1].long()]
+        sums = hidden.new_zeros((packing.rows, hidden.shape[-1]))
+        sums.index_add_(0, packing.row_ids, hidden)
+        return sums / packing.lengths.unsqueeze(-1).to(hidden.dtype).clamp(min=1.0)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer: Any = None) -> Path:

@@ -31,6 +31,7 @@ from multitask_bert.evaluation.loop import evaluate_model
 from multitask_bert.fingerprint import experiment_fingerprint
 from multitask_bert.heads import HEAD_TYPES
 from multitask_bert.models.multitask import MultiTaskModel
+from multitask_bert.models.packing import attention_backends, packing_problem
 from multitask_bert.tracking import NoOpLogger, TrackingLogger, create_logger
 from multitask_bert.training import distributed
 from multitask_bert.training.checkpoint import (
@@ -140,6 +141,24 @@ class Trainer:
             if self.device.type == "cuda"
             else contextlib.nullcontext()
         )
+        self.unpadded = self._use_unpadded()
+
+    def _use_unpadded(self) -> bool:
+        """Whether training steps run packed batches (``training.unpadded``; ``auto``: on
+        CUDA, where the encoder passes :func:`packing_problem`'s check)."""
+        setting = self.args.unpadded
+        if not (self.device.type == "cuda" if setting == "auto" else setting):
+            return False
+        problem = packing_problem(self.model.encoder)
+        if problem is not None:
+            if setting == "auto":
+                log.warning("unpadded training is off (padded batches instead): %s", problem)
+                return False
+            raise ConfigError(f"training.unpadded=true, but this encoder cannot run packed "
+                              f"batches: {problem}. Set training.unpadded to auto or false")
+        log.info("unpadded training: packed batches, attention kernel %s",
+                 attention_backends(self.device).describe())
+        return True
 
     def _find_checkpoint(self) -> tuple[Path | None, dict[str, Any]]:
         """The newest checkpoint to resume from (with ``training.resume``) and its saved
@@ -227,14 +246,15 @@ class Trainer:
                 # forward/backward: the window's batches (any tasks) sum into one step
                 for i, (task, indices) in enumerate(window):
                     batch = self._to_device(self.train_datasets[task].collate(
-                        distributed.shard(indices, self.dist)))
+                        distributed.shard(indices, self.dist), packed=self.unpadded))
                     # under DDP, gradients are all-reduced on the window's last backward only
                     sync = i == len(window) - 1 or not self.dist.enabled
                     no_sync = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
                     with self.autocast, no_sync:
                         out = self.step_model(batch.input_ids, batch.attention_mask, batch.labels,
                                               task_id=task, token_type_ids=batch.token_type_ids,
-                                              word_shapes=batch.word_shapes)
+                                              word_shapes=batch.word_shapes,
+                                              packing=batch.packing)
                         self._check_finite(out.loss, task)
                         (out.loss / len(window)).backward()
                     meter.add(task, out.loss.detach(), batch)
@@ -423,6 +443,9 @@ class Trainer:
         params["train_examples"] = {n: len(d) for n, d in self.train_datasets.items()}
         params["total_steps"] = self.total_steps
         params["device"] = str(self.device)
+        params["unpadded"] = self.unpadded
+        if self.unpadded:
+            params["packed_attention"] = attention_backends(self.device).describe()
         params["world_size"] = self.dist.world_size
         self.logger.log_params(params)
         self.logger.log_dict(safe, "config.yaml")

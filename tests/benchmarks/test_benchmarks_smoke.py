@@ -78,3 +78,38 @@ def test_flow_overhead_smoke(tmp_path):
     states = {v["state"] for v in data["prefect"]["tasks"].values()}
     assert states == {"Completed"}
     assert data["flow_result"]["registration"]["version"] in (1, "1")
+
+
+@needs_datasets
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --cpu: every step of the one-shot GPU check, end to end on CPU
+    at tiny sizes (the unpadded path included), so the GPU call cannot fail on a typo."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "MTB_SHARED_DIR": str(DATASETS.parent),
+           "MTB_GPU_BUNDLE": str(tmp_path / "no-bundle")}
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu",
+                           str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1000)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["env.json", "epoch.json", "gpu_check.json", "gpu_check.log", "tests.xml",
+                     "throughput-batch32.json", "throughput-large.json"]
+    assert len(files) <= 8  # what a device call brings back
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert [p["phase"] for p in summary["phases"]] == [
+        "environment", "tests", "throughput-large", "epoch", "throughput-batch32"]
+    assert {p["status"] for p in summary["phases"]} == {"ok"}
+    assert summary["environment"]["problems"] == []
+    assert summary["tests"]["tests"] >= 5 and summary["tests"]["failures"] == 0
+    large = summary["throughput"]["throughput-large"]["tiny"]
+    assert large["unpadded"] is True and large["contenders"]["ours"]["pad_share"] == 0.0
+    assert large["contenders"]["ours_padded"]["pad_share"] > 0
+    assert set(large["contenders"]) == {"ours", "ours_padded", "hf", "bare"}
+    assert summary["profiles"]["throughput-large/tiny"]["top"]
+    assert {row["target"] for row in summary["targets"]} >= {
+        "pad share (ours)", "ours / HF Trainer, real tok/s", "ours slower than bare loop"}
+    epoch = summary["epoch"]
+    assert epoch["unpadded"] is True and epoch["steps"] > 0 and epoch["pad_share"] == 0.0
+    log = (out / "gpu_check.log").read_text()
+    assert "## GPU check summary (cpu mode)" in log and "no bundle at" in log
