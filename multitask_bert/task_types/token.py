@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from multitask_bert.data.alignment import ChunkAlignment, RowWords, first_subword_positions
-from multitask_bert.errors import DataError, short_repr
-from multitask_bert.task_types.base import FieldFail, TaskType, input_columns
+from multitask_bert.errors import RowError, short_repr
+from multitask_bert.task_types.base import FieldFail, TaskType, input_columns, present_fields
 from multitask_bert.task_types.registry import register_task_type
 
 if TYPE_CHECKING:
@@ -91,24 +92,55 @@ class TokenTask(TaskType):
         )
         return columns, alignment
 
+    def check_prediction_row(self, task: TaskSpec, row: dict[str, Any], number: int) -> None:
+        _row_words(task, row, number)
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,
     ) -> tuple[Any, list[RowWords] | None]:
-        word_lists = [_row_words(row, first_row + i) for i, row in enumerate(rows)]
+        given = [_row_words(task, row, first_row + i + 1) for i, row in enumerate(rows)]
+        word_lists = [row_words for row_words, _ in given]
         encoding = tokenizer(word_lists, is_split_into_words=True, truncation=True,
                              max_length=max_length, padding=True, return_tensors="pt")
-        words = [RowWords(first_subword_positions(encoding.word_ids(i)), len(row_words))
-                 for i, row_words in enumerate(word_lists)]
+        words = [RowWords(first_subword_positions(encoding.word_ids(i)), len(row_words),
+                          words=row_words, char_spans=char_spans)
+                 for i, (row_words, char_spans) in enumerate(given)]
         return encoding, words
 
 
-def _row_words(row: dict, index: int) -> list[str]:
-    if isinstance(row.get("tokens"), list) and row["tokens"]:
-        return [str(t) for t in row["tokens"]]
-    if isinstance(row.get("text"), str) and row["text"].strip():
-        return row["text"].split()
-    raise DataError(f"row {index + 1}: a token task needs 'tokens' (a list of words) or 'text'")
+_WORD = re.compile(r"\S+")
+
+
+def _row_words(task: TaskSpec, row: dict[str, Any], number: int
+               ) -> tuple[list[str], list[tuple[int, int]] | None]:
+    """The words of a prediction row and, when it was text, their character offsets."""
+    field = task.text_fields[0] if task.text_fields else "tokens"
+    shape = (f"Task {task.name!r} takes {field!r} (a list of words, e.g. [\"Maria\", "
+             "\"flew\"]) or 'text' (a string, split on whitespace)")
+    value = row.get(field)
+    if value is not None:
+        if not isinstance(value, list):
+            raise RowError(number, field, f"expected a list of words (strings), got "
+                           f"{type(value).__name__} {short_repr(value)}", shape)
+        if not value:
+            raise RowError(number, field, "empty word list", shape)
+        for i, word in enumerate(value):
+            if not isinstance(word, str) or not word:
+                raise RowError(number, field, f"word {i} is {type(word).__name__} "
+                               f"{short_repr(word)}, not a non-empty string", shape)
+        return list(value), None
+    text = row.get("text")
+    if text is None:
+        raise RowError(number, field, f"missing (the row has fields: {present_fields(row)})",
+                       shape)
+    if not isinstance(text, str):
+        raise RowError(number, "text", f"expected a string, got {type(text).__name__} "
+                       f"{short_repr(text)}", shape)
+    matches = list(_WORD.finditer(text))
+    if not matches:
+        raise RowError(number, "text", "empty text", "Give it text")
+    return [m.group() for m in matches], [m.span() for m in matches]
 
 
 def _count_missing_words(encoding: Any, firsts: list[tuple[int, int]], n_words: int, stats) -> None:

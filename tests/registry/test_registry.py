@@ -210,9 +210,11 @@ def test_champion_predicts_every_head_of_a_mixed_frame_like_the_predictor(store,
     predictor = Predictor(store.model_dir)
     expected = {task: iter(predictor.predict(task, [r for r in MIXED_ROWS if r["task"] == task]))
                 for task in ("review", "tagging")}
-    assert predictions == [next(expected[row["task"]]) for row in MIXED_ROWS]
-    assert set(predictions[0]) == {"label", "stars"} and set(predictions[1]) == {"ner", "pos"}
-    assert len(predictions[1]["ner"]["tags"]) == 5
+    assert predictions == [{"task": row["task"], "predictions": next(expected[row["task"]])}
+                           for row in MIXED_ROWS]
+    heads = [set(p["predictions"]) for p in predictions]
+    assert heads[0] == {"label", "stars"} and heads[1] == {"ner", "pos"}
+    assert len(predictions[1]["predictions"]["ner"]["tags"]) == 5
     assert model.predict(MIXED_ROWS) == predictions  # a list of dicts works too
 
     loaded = load_champion(store.uri, "serve", tmp_path / "b")
@@ -282,6 +284,5 @@ def test_packaged_model_loads_where_multitask_bert_is_not_installed(store, tmp_p
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(model_path / "code"))
     predictor = Predictor(store.model_dir)
-    expected = predictor.predict("review", MIXED_ROWS[:1]) + predictor.predict(
-        "tagging", MIXED_ROWS[1:2])
+    expected = predictor.output_rows(MIXED_ROWS[:2])
     assert _rounded(out["predictions"]) == _rounded(expected)
