@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", help="JSONL file of rows ({'text': ...}, {'tokens': [...]}, "
                          "{'text_a': ..., 'text_b': ...}); '-' reads stdin")
     predict.add_argument("--output", help="JSONL output file (default: stdout)")
+    predict.add_argument("--on-error", choices=["fail", "row"], default="fail",
+                         help="a malformed row: fail (exit 2, naming it) or an 'error' field "
+                         "in its output line")
+    predict.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                         help="onnx: the model's ONNX graph (exported on first use)")
     predict.set_defaults(func=_predict)
     register = sub.add_parser(
         "register", help="register a finished run's best/ model in the MLflow registry")
@@ -181,11 +186,12 @@ def _predict(args: argparse.Namespace) -> int:
     rows = _read_rows(args)
     if not rows:
         raise DataError("nothing to predict: give --text, or --input with JSONL rows")
-    predictions = Predictor(args.model).predict(args.task, rows)
+    rows = [{"task": args.task, **row} if isinstance(row, dict) else row for row in rows]
+    outputs = Predictor(args.model, runtime=args.runtime).output_rows(rows, args.on_error)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
-        for row, prediction in zip(rows, predictions, strict=True):
-            out.write(json.dumps({**row, "predictions": prediction}) + "\n")
+        for row, output in zip(rows, outputs, strict=True):
+            out.write(json.dumps({**row, **output}) + "\n")
     finally:
         if args.output:
             out.close()

@@ -176,6 +176,15 @@ class LoggingConfig(_Strict):
     log_every_n_steps: int = Field(default=10, ge=1)
 
 
+class PromotionConfig(_Strict):
+    """When a newly registered version takes the ``champion`` alias."""
+
+    max_head_regression: float = Field(default=0.01, ge=0.0)
+    """How far any head's major validation metric may fall below the champion's on the same
+    data (0.01: one point of accuracy or F1) for the new version to be promoted; its major
+    score must also be at least the champion's."""
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: encoder, tasks, training, logging and where outputs go."""
 
@@ -186,6 +195,7 @@ class ExperimentConfig(_Strict):
     """Default sub-word truncation length (a task may set its own)."""
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     output_dir: str | None = None
     """Run folder; default ``runs/<name>``."""
     cache_dir: str = ".work/cache"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from multitask_bert.errors import DataError, RowError, short_repr
+from multitask_bert.errors import ConfigError, DataError, RowError, short_repr
 from multitask_bert.heads import build_head_type
 from multitask_bert.task_types import task_type_of
 from multitask_bert.tasks import TaskSpec
@@ -46,11 +46,19 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 32,
                  runtime: str = "torch") -> None:
-        from multitask_bert.models.multitask import MultiTaskModel, load_tokenizer
+        from multitask_bert.models.multitask import (
+            CONFIG_FILE,
+            MultiTaskModel,
+            load_tokenizer,
+        )
 
         if runtime not in RUNTIMES:
             raise DataError(f"unknown runtime {runtime!r}; expected one of {list(RUNTIMES)}")
         model_dir = Path(model_dir)
+        if not (model_dir / CONFIG_FILE).is_file():
+            raise ConfigError(f"{model_dir}: not a multitask-bert model folder (no "
+                              f"{CONFIG_FILE}); pass the folder written by training, e.g. "
+                              "runs/<name>/best")
         self.tokenizer = load_tokenizer(model_dir)
         self.device = device
         self.batch_size = batch_size
@@ -179,16 +187,6 @@ class Predictor:
         spec = self.tasks[task]
         task_type_of(spec).check_prediction_row(spec, row, number)
         return task
-
-    def describe(self) -> dict[str, Any]:
-        """Tasks, their inputs, heads, head types and label sets (for docs and examples)."""
-        return {
-            name: {"type": spec.type,
-                   "heads": {head.name: {"type": head.type, "scheme": head.scheme,
-                                         "labels": self.label_vocab.get(name, {}).get(head.name)}
-                             for head in spec.heads}}
-            for name, spec in self.tasks.items()
-        }
 
 
 def _approximate_length(row: dict[str, Any]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +52,13 @@ class TaggingHead(HeadType):
     word, and ``"spans"`` (the entities) for heads with a scheme."""
 
     name = "tagging"
+    output_fields: ClassVar[dict[str, Any]] = {
+        "tags": ["string"],
+        "tag_scores": ["double"],
+        "spans?": [{"type": "string", "first_word": "long", "last_word": "long",
+                    "score": "double", "text?": "string", "start_char?": "long",
+                    "end_char?": "long"}],
+    }
     task_types = ("token",)
     module = TaggingModule
     label_type = pa.list_(pa.int32())
@@ -64,6 +71,9 @@ class TaggingHead(HeadType):
     @classmethod
     def default_major(cls, spec: HeadSpec) -> str:
         return "f1" if spec.scheme else "accuracy"
+
+    def describe(self) -> str:
+        return f"tagging ({self.spec.scheme})" if self.spec.scheme else "tagging"
 
     @property
     def word_column(self) -> str:

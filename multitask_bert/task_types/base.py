@@ -69,6 +69,14 @@ class TaskType:
         was expected) when a row given for prediction lacks this type's inputs."""
         raise NotImplementedError
 
+    def example_row(self, task: TaskSpec) -> dict[str, Any]:
+        """A made-up input row of the right shape (when no data row is at hand)."""
+        raise NotImplementedError
+
+    def describe_inputs(self, task: TaskSpec) -> str:
+        """The input fields a prediction row needs, for docs."""
+        raise NotImplementedError
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,

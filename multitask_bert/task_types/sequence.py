@@ -73,6 +73,17 @@ class SequenceTask(TaskType):
             if not value.strip():
                 raise RowError(number, field, "empty text", "Give it text")
 
+    def example_row(self, task: TaskSpec) -> dict[str, Any]:
+        fields = list(task.text_fields or ["text"])
+        texts = (["A man is playing a guitar.", "Someone plays an instrument."]
+                 if len(fields) == 2 else ["The service was quick and friendly."])
+        return dict(zip(fields, texts, strict=True))
+
+    def describe_inputs(self, task: TaskSpec) -> str:
+        if task.text_fields:
+            return " + ".join(task.text_fields)
+        return "text, or text_a + text_b"
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,

@@ -95,6 +95,14 @@ class TokenTask(TaskType):
     def check_prediction_row(self, task: TaskSpec, row: dict[str, Any], number: int) -> None:
         _row_words(task, row, number)
 
+    def example_row(self, task: TaskSpec) -> dict[str, Any]:
+        field = task.text_fields[0] if task.text_fields else "tokens"
+        return {field: ["Maria", "Lopez", "flew", "to", "Lima", "."]}
+
+    def describe_inputs(self, task: TaskSpec) -> str:
+        field = task.text_fields[0] if task.text_fields else "tokens"
+        return f"{field} (a list of words), or text"
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,
