@@ -110,7 +110,9 @@ def log_model(
     described = json.loads((model_dir / CONFIG_FILE).read_text())
     tasks = [TaskSpec.model_validate(t) for t in described["tasks"]]
     rows = [example_row(task, (examples or {}).get(task.name)) for task in tasks]
-    examples_dir = Path(tempfile.mkdtemp(prefix="mtb-examples-"))
+    examples_root = Path(tempfile.mkdtemp(prefix="mtb-examples-"))
+    examples_dir = examples_root / "examples"  # MLflow names the artifact after the folder
+    examples_dir.mkdir()
     for row in rows:
         (examples_dir / f"{row['task']}.json").write_text(
             json.dumps({"dataframe_records": [row]}, indent=2) + "\n")
@@ -148,7 +150,7 @@ def log_model(
             client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         status = "FINISHED"
     finally:
-        shutil.rmtree(examples_dir, ignore_errors=True)
+        shutil.rmtree(examples_root, ignore_errors=True)
         if own_run is not None:
             own_run.close(status)
     logger.info("logged model %s (run %s) at %s", info.model_uri, run_id,

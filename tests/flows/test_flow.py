@@ -3,6 +3,7 @@ sample tasks the project ships."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -76,10 +77,29 @@ def test_flow_end_to_end(prefect_harness, workspace):
     assert Path(result["run_dir"], "best", "model.safetensors").is_file()
     assert list(Path(result["run_dir"], "plots").glob("*.png"))
 
-    # artifacts: the per-head table and the markdown summary
+    # artifacts: the per-head table (wide: one row per head) and the markdown summary
+    from mlflow import MlflowClient
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-    assert {"per-head-metrics", "run-summary"} <= keys
+        artifacts = {a.key: a for a in client.read_artifacts()}
+        flow_run_id = state.state_details.flow_run_id
+        logs = "\n".join(entry.message for entry in client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))))
+    assert {"per-head-metrics", "run-summary"} <= set(artifacts)
+    table = artifacts["per-head-metrics"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert len(table) == 7 and {"task", "head", "major", "accuracy validation"} <= set(table[0])
+    # the evaluate and register tasks say what they found and decided
+    assert "per-head major metrics" in logs and "news_tagging/ner" in logs
+    assert "registered multitask-bert version 1 (aliases: challenger, champion)" in logs
+    # MLflow: the run is named after the run folder (the flow run), as TensorBoard's is, and
+    # the experiment opens on its training runs
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("flowtest")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
+    assert Path(result["run_dir"]).name in names
 
     # 2. same data and config as the champion: training is skipped and says why
     _, result2 = run_flow(workspace)
@@ -108,7 +128,9 @@ def test_flow_end_to_end(prefect_harness, workspace):
         {"task": "topics", "text": "the team won the final"},
         {"task": "news_tagging", "tokens": ["Maria", "Lopez", "visited", "Paris", "."]},
     ])
-    predictions = model.predict(rows)
+    outputs = model.predict(rows)
+    assert [o["task"] for o in outputs] == list(rows["task"])
+    predictions = [o["predictions"] for o in outputs]
     assert set(predictions[0]) == {"sentiment"}
     assert set(predictions[1]) == {"coarse", "fine"}
     assert set(predictions[4]) == {"ner", "pos"}
