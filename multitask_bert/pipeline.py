@@ -68,6 +68,7 @@ __all__ = [
     "UserInputError",
     "evaluate",
     "evaluate_saved_model",
+    "export_onnx",
     "load_datasets",
     "load_split",
     "prepare",
@@ -79,6 +80,7 @@ __all__ = [
     "resolve",
     "run_config",
     "run_with_baselines",
+    "score",
     "start",
     "task_fingerprint",
     "tokenize_cache_key",
@@ -418,17 +420,49 @@ def _label_vocab(model_dir: Path) -> dict[str, dict[str, list[str]]]:
 
 def download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:
     """Download a registered model and return its multitask-bert model folder."""
-    import mlflow
+    from multitask_bert.registry.lookup import download_model
 
-    from multitask_bert.registry import mlflow_store
+    return download_model(model_uri, tracking_uri, dst)[0]
 
-    dst.mkdir(parents=True, exist_ok=True)
-    with mlflow_store(tracking_uri):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                         dst_path=str(dst)))
-    for config_file in local.rglob("multitask_config.json"):
-        return config_file.parent
-    raise FileNotFoundError(f"no multitask-bert model folder inside {model_uri}")
+
+# -- use the model ----------------------------------------------------------------------------
+def score(model_uri: str, inputs: list[str], output: str, *, rejects: str | None = None,
+          task: str | None = None, runtime: str = "torch", batch_size: int = 32,
+          chunk_rows: int = 2048, tracking_uri: str | None = None,
+          root: str | Path | None = None,
+          on_progress: Callable[[int, int | None, float], None] | None = None
+          ) -> dict[str, Any]:
+    """Batch scoring (:func:`multitask_bert.scoring.score_files`): every row of the input
+    files (JSONL, CSV, Parquet; streamed) into a Parquet file; rejected rows, with their
+    reason, into a JSONL file. Relative paths are relative to ``root`` (default: the working
+    directory). Returns the summary (rows, scored, rejected, rows/s, model version)."""
+    from multitask_bert.scoring import score_files
+
+    base = Path(root) if root is not None else Path.cwd()
+
+    def at(path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else base / path
+
+    local = at(model_uri)
+    model = str(local) if ":/" not in model_uri and local.exists() else model_uri
+    return score_files(model, [at(p) for p in inputs], at(output),
+                       rejects=at(rejects) if rejects else None, task=task, runtime=runtime,
+                       batch_size=batch_size, chunk_rows=chunk_rows, tracking_uri=tracking_uri,
+                       on_progress=on_progress).to_dict()
+
+
+def export_onnx(model: str, output_dir: str | None = None, tracking_uri: str | None = None,
+                work_dir: str | Path = ".work/export") -> Path:
+    """One ONNX graph for every head (:func:`multitask_bert.onnx_export.export_onnx`) of a
+    model folder or a model URI (downloaded first); returns the ``model.onnx`` written."""
+    import os
+
+    from multitask_bert.onnx_export import export_onnx as export
+    from multitask_bert.registry.lookup import download_model
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    folder, _ = download_model(model, uri, Path(work_dir))
+    return export(folder, output_dir)
 
 
 def safe_find_champion(config: ExperimentConfig, model_name: str,

@@ -260,3 +260,17 @@ def test_local_deployment_runs_on_the_worker(stack: Stack) -> None:
                                           "topics"}
     champion = find_champion(f"sqlite:///{stack.root}/mlflow.db", "multitask-bert")
     assert champion is not None and champion["version"] == "1"
+    # evaluate and register say in the run's logs what they found and decided
+    logs = flow_run_logs(stack, flow_run_id)
+    assert "per-head major metrics" in logs and "news_tagging/ner" in logs
+    assert "registered multitask-bert version 1 (aliases: challenger, champion)" in logs
+    assert "promoted: no champion yet" in logs
+
+
+def flow_run_logs(stack: Stack, flow_run_id: str) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with stack.client() as client:
+        entries = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(entry.message for entry in entries)

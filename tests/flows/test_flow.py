@@ -79,20 +79,13 @@ def test_flow_end_to_end(prefect_harness, workspace):
 
     # artifacts: the per-head table (wide: one row per head) and the markdown summary
     from mlflow import MlflowClient
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     with get_client(sync_client=True) as client:
         artifacts = {a.key: a for a in client.read_artifacts()}
-        flow_run_id = state.state_details.flow_run_id
-        logs = "\n".join(entry.message for entry in client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))))
     assert {"per-head-metrics", "run-summary"} <= set(artifacts)
     table = artifacts["per-head-metrics"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert len(table) == 7 and {"task", "head", "major", "accuracy validation"} <= set(table[0])
-    # the evaluate and register tasks say what they found and decided
-    assert "per-head major metrics" in logs and "news_tagging/ner" in logs
-    assert "registered multitask-bert version 1 (aliases: challenger, champion)" in logs
     # MLflow: the run is named after the run folder (the flow run), as TensorBoard's is, and
     # the experiment opens on its training runs
     client = MlflowClient(tracking)
