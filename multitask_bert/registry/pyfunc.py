@@ -41,7 +41,9 @@ class ModelInputError(MlflowException):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, error_code="INVALID_PARAMETER_VALUE")
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
     @property
     def message(self) -> str:
