@@ -37,6 +37,9 @@ RUNTIME_DISTRIBUTIONS = (
     "pyyaml",
     "numpy",
     "pandas",
+    "onnx",  # runtime=onnx: the graph is exported on first use when the model has none
+    "onnxscript",
+    "onnxruntime",
 )
 
 #: The ``multitask_bert`` package folder, logged as the model's code.

@@ -274,3 +274,44 @@ def flow_run_logs(stack: Stack, flow_run_id: str) -> str:
         entries = client.read_logs(log_filter=LogFilter(
             flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
     return "\n".join(entry.message for entry in entries)
+
+
+def test_score_deployment_writes_parquet_and_a_rejects_file(stack: Stack) -> None:
+    """score-multitask/local on the champion the training run above registered."""
+    import pandas as pd
+
+    rows = [{"id": "a", "task": "reviews", "text": "Worth every penny."},
+            {"id": "b", "task": "news_tagging", "text": "Maria Lopez flew to Lima ."},
+            {"id": "c", "task": "news_tagging", "tokens": "Maria flew"},  # the bad row
+            {"id": "d", "task": "similarity", "text_a": "A dog runs.", "text_b": "A dog ran."}]
+    source = stack.root / "to-score.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = stack.root / "scores" / "scored.parquet"
+    params = {"params": {"inputs": [str(source)], "output": str(output)}}
+    created = stack.prefect("deployment", "run", "score-multitask/local",
+                            "--params", json.dumps(params))
+    flow_run_id = next(line.split("UUID:")[1].strip()
+                       for line in created.stdout.splitlines() if "UUID:" in line)
+    state = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        with stack.client() as client:
+            state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.type.value in FINAL_STATES:
+            break
+        time.sleep(2)
+    assert state is not None and state.is_completed(), (
+        f"score run ended {state.name if state else None}\n{stack.log_tails(120)}")
+
+    scores = pd.read_parquet(output)
+    assert list(scores["id"]) == ["a", "b", "d"]
+    assert set(scores["model_version"]) == {"1"}
+    assert set(scores["model_uri"]) == {"models:/multitask-bert/1"}
+    ner = json.loads(scores.loc[scores["id"] == "b", "news_tagging/ner"].item())
+    assert len(ner["tags"]) == 6 and "spans" in ner
+    rejects = [json.loads(line) for line in
+               (output.parent / "scored.rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["input"]["id"]) for r in rejects] == [(3, "c")]
+    assert rejects[0]["reason"].startswith("row 3, field 'tokens': expected a list of words")
+    logs = flow_run_logs(stack, flow_run_id)
+    assert "scored 4/4 rows" in logs and '"rejected": 1' in logs
