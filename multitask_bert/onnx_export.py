@@ -4,9 +4,11 @@
 ``token_type_ids``, dynamic batch and length; one output ``<task>/<head>`` of logits per
 head) beside the model's ``multitask_config.json`` (tasks, label maps) and tokenizer files,
 which an export to another folder copies too; the label maps are also in the graph's
-metadata (``multitask_config``). :class:`OnnxModel` runs it with ONNX Runtime for
-:class:`~multitask_bert.inference.Predictor` (``runtime="onnx"``), asking the graph only for
-the outputs of the task at hand (ONNX Runtime then skips the other heads).
+metadata (``multitask_config``), with the sha256 of the weights it was exported from
+(``weights_sha256``: a graph older than the weights beside it is exported again).
+:class:`OnnxModel` runs it with ONNX Runtime for :class:`~multitask_bert.inference.Predictor`
+(``runtime="onnx"``), asking the graph only for the outputs of the task at hand (ONNX
+Runtime then skips the other heads).
 
 The export goes through ``torch.export`` (``torch.onnx.export(..., dynamo=True)``): the
 TorchScript tracer bakes the traced batch's shape into the attention mask of Hugging Face
@@ -15,11 +17,13 @@ encoders, and such a graph gives wrong logits for other lengths (measured: 0.5 o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +89,15 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None) -> 
     fd, tmp_name = tempfile.mkstemp(prefix=".model.onnx.", dir=output_dir)
     os.close(fd)
     try:
-        program = torch.onnx.export(
-            wrapper, inputs, None, input_names=list(INPUT_NAMES), output_names=wrapper.names,
-            dynamic_shapes=dynamic, opset_version=OPSET, dynamo=True, verbose=False)
+        with warnings.catch_warnings():  # the three inputs share their two axes: not news
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+            program = torch.onnx.export(
+                wrapper, inputs, None, input_names=list(INPUT_NAMES),
+                output_names=wrapper.names, dynamic_shapes=dynamic, opset_version=OPSET,
+                dynamo=True, verbose=False)
         program.save(tmp_name, external_data=False)
-        _add_metadata(tmp_name, (model_dir / CONFIG_FILE).read_text())
+        _add_metadata(tmp_name, {"multitask_config": (model_dir / CONFIG_FILE).read_text(),
+                                 "weights_sha256": weights_digest(model_dir)})
         os.replace(tmp_name, output_dir / ONNX_FILE)
     finally:
         if os.path.exists(tmp_name):
@@ -102,13 +110,41 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None) -> 
     return output_dir / ONNX_FILE
 
 
-def _add_metadata(path: str, config_json: str) -> None:
+def _add_metadata(path: str, values: dict[str, str]) -> None:
     import onnx
 
     graph = onnx.load(path)
-    entry = graph.metadata_props.add()
-    entry.key, entry.value = "multitask_config", config_json
+    for key, value in values.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(graph, path)
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 of the model's weights file: which weights a graph was exported from."""
+    from multitask_bert.models.multitask import WEIGHTS_FILE
+
+    digest = hashlib.sha256()
+    path = model_dir / WEIGHTS_FILE
+    if not path.is_file():
+        return ""
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _matches_weights(path: Path, model_dir: Path) -> bool:
+    """Whether the graph was exported from the weights in ``model_dir`` (True for a folder
+    without weights: an export folder, whose graph is all there is)."""
+    import onnx
+
+    current = weights_digest(model_dir)
+    if not current:
+        return True
+    graph = onnx.load(str(path), load_external_data=False)
+    exported = {p.key: p.value for p in graph.metadata_props}.get("weights_sha256")
+    return exported == current
 
 
 class OnnxModel:
@@ -125,6 +161,10 @@ class OnnxModel:
         path = model_dir / ONNX_FILE
         if not path.is_file():
             log.info("%s has no %s: exporting it now (once)", model_dir, ONNX_FILE)
+            export_onnx(model_dir)
+        elif not _matches_weights(path, model_dir):
+            log.info("%s was exported from other weights than %s holds now: exporting it "
+                     "again", path, model_dir)
             export_onnx(model_dir)
         config = json.loads((model_dir / CONFIG_FILE).read_text())
         self.tasks = [TaskSpec.model_validate(t) for t in config["tasks"]]

@@ -101,7 +101,9 @@ def score_files(
         chunk_rows: rows read, predicted and written at a time.
         batch_size: rows per forward pass.
         runtime: ``torch`` or ``onnx``.
-        work_dir: where the model is downloaded (default: a folder beside ``output``).
+        work_dir: where models are downloaded, one folder per version (default:
+            ``.models`` beside ``output``; a second run with the same version reuses it, and
+            its ONNX graph).
         on_progress: called after every chunk.
 
     Raises:
@@ -122,7 +124,7 @@ def score_files(
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects = Path(rejects) if rejects else output.with_name(output.stem + ".rejects.jsonl")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    work = Path(work_dir) if work_dir else output.parent / f".{output.stem}.model"
+    work = Path(work_dir) if work_dir else output.parent / ".models"  # one folder a version
     folder, version = download_model(model_uri, uri, work)
     pinned = _pinned_uri(model_uri, version)
     predictor = Predictor(folder, batch_size=batch_size, runtime=runtime)

@@ -72,7 +72,7 @@ def test_one_graph_for_every_head_matches_pytorch_within_1e_4(tiny, tmp_path):
                                                     "review/stars", "topics/topics"]
     batch, length = (d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim)
     assert batch and length  # dynamic batch and length, not the traced shape
-    assert {p.key for p in graph.metadata_props} == {"multitask_config"}
+    assert {p.key for p in graph.metadata_props} == {"multitask_config", "weights_sha256"}
     exported = tmp_path / "exported"
     assert (exported / "multitask_config.json").is_file()
     assert (exported / "tokenizer.json").is_file()
@@ -119,3 +119,21 @@ def test_the_packaged_minilm_exports_within_1e_4(tmp_path):
     worst = _max_difference(folder, folder)
     assert max(worst.values()) < 1e-4, worst
     assert np.isfinite(list(worst.values())).all()
+
+
+def test_a_graph_older_than_the_weights_beside_it_is_exported_again(tiny, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny, folder)
+    export_onnx(folder)
+    exported_at = (folder / "model.onnx").stat().st_mtime_ns
+    OnnxModel(folder)  # the same weights: the graph is used as it is
+    assert (folder / "model.onnx").stat().st_mtime_ns == exported_at
+    other = tmp_path / "other"
+    build_model(EncoderConfig(**TINY_ENCODER), TASKS, VOCAB, seed=12).save(
+        other, load_tokenizer(EncoderConfig().resolve_path()))
+    shutil.copy2(other / "model.safetensors", folder / "model.safetensors")  # new weights
+    OnnxModel(folder)
+    assert (folder / "model.onnx").stat().st_mtime_ns != exported_at
+    assert max(_max_difference(folder, folder).values()) < 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,7 +114,7 @@ def download_model(model_uri: str, tracking_uri: str, dst: str | Path) -> tuple[
         return _model_folder(local, model_uri), f"local:{local.resolve()}"
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    version = model_uri
+    version, source = model_uri, model_uri
     with mlflow_store(tracking_uri):
         try:
             name, _, ref = model_uri.removeprefix("models:/").partition("/")
@@ -121,9 +122,13 @@ def download_model(model_uri: str, tracking_uri: str, dst: str | Path) -> tuple[
                 name, _, alias = model_uri.removeprefix("models:/").partition("@")
                 version = str(registry_client(tracking_uri).get_model_version_by_alias(
                     name, alias).version)
+                source = f"models:/{name}/{version}"  # the alias may move meanwhile
             elif model_uri.startswith("models:/") and ref.isdigit():
                 version = ref
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+            # one folder per version: an ONNX graph exported into it stays with its weights
+            dst = dst / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{version}").strip("_")
+            dst.mkdir(parents=True, exist_ok=True)
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source,
                                                               dst_path=str(dst)))
         except MlflowException as error:
             raise ConfigError(f"model {model_uri!r} not found at {redact_uri(tracking_uri)}: "

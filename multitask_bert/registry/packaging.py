@@ -42,6 +42,11 @@ RUNTIME_DISTRIBUTIONS = (
     "onnxruntime",
 )
 
+#: Load-time options of the logged model (``load_model(uri, model_config={...})``) and their
+#: defaults: ``device`` (empty: CUDA when available, else CPU), ``batch_size``, ``runtime``
+#: (``torch`` or ``onnx``).
+LOAD_OPTIONS = {"device": "", "batch_size": 32, "runtime": "torch"}
+
 #: The ``multitask_bert`` package folder, logged as the model's code.
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -149,6 +154,9 @@ def log_model(
                 model_id=logged.model_id,
                 signature=model_signature(tasks),
                 input_example=rows,
+                # the load-time options and their defaults: MLflow ignores options at
+                # `load_model(..., model_config=...)` that the model was not logged with
+                model_config=dict(LOAD_OPTIONS),
             )
             client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         status = "FINISHED"

@@ -169,6 +169,7 @@ def tiny_params(root: Path) -> dict:
                   for key, value in TINY_ENCODER["config_overrides"].items()]
     overrides += [
         "training.epochs=1", "training.max_steps=4", "training.progress_bar=false",
+        "logging.log_every_n_steps=2",  # progress lines for scripts/demo_watch.py
         "logging.backend=mlflow", f"logging.tracking_uri=sqlite:///{root}/mlflow.db",
         f"output_dir={root}/runs/tiny", f"cache_dir={root}/cache",
     ]
@@ -265,6 +266,13 @@ def test_local_deployment_runs_on_the_worker(stack: Stack) -> None:
     assert "per-head major metrics" in logs and "news_tagging/ner" in logs
     assert "registered multitask-bert version 1 (aliases: challenger, champion)" in logs
     assert "promoted: no champion yet" in logs
+    # what `make demo` shows while it waits: states and the training progress
+    watched = subprocess.run([sys.executable, str(REPO / "scripts" / "demo_watch.py"),
+                              flow_run_id, "--timeout", "60"], cwd=REPO, env=stack.env,
+                             capture_output=True, text=True, timeout=120)
+    assert watched.returncode == 0, watched.stderr[-2000:]
+    assert "train: step 4/4 (100%)" in watched.stdout and "ETA" in watched.stdout
+    assert "Completed" in watched.stdout and "registered multitask-bert version 1" in watched.stdout
 
 
 def flow_run_logs(stack: Stack, flow_run_id: str) -> str:

@@ -339,3 +339,14 @@ def test_the_version_has_a_description_signature_and_input_examples(store, tmp_p
     per_task = json.loads((local / "artifacts" / "examples" / "tagging.json").read_text())
     assert per_task == {"dataframe_records": [
         {"task": "tagging", "tokens": ["Maria", "Lopez", "flew", "to", "Lima", "."]}]}
+
+
+def test_load_time_options_reach_the_model_onnx_runtime_included(store, tmp_path):
+    _register(store, "options", 0.5)
+    torch_model = load_champion(store.uri, "options", tmp_path / "torch")
+    onnx_model = load_champion(store.uri, "options", tmp_path / "onnx",
+                               model_config={"runtime": "onnx", "batch_size": 2})
+    predictor = onnx_model.unwrap_python_model()._predictor
+    assert (predictor.runtime, predictor.batch_size) == ("onnx", 2)
+    assert list((tmp_path / "onnx").rglob("model.onnx"))  # exported on first load
+    assert _rounded(onnx_model.predict(MIXED_ROWS)) == _rounded(torch_model.predict(MIXED_ROWS))
