@@ -48,6 +48,7 @@ class Predictor:
                  runtime: str = "torch") -> None:
         from multitask_bert.models.multitask import (
             CONFIG_FILE,
+            WEIGHTS_FILE,
             MultiTaskModel,
             load_tokenizer,
         )
@@ -69,6 +70,10 @@ class Predictor:
             self.model: Any = OnnxModel(model_dir)
             tasks, label_vocab = self.model.tasks, self.model.label_vocab
         else:
+            if not (model_dir / WEIGHTS_FILE).is_file():
+                raise ConfigError(f"{model_dir}: no {WEIGHTS_FILE}"
+                                  + (" (an ONNX export only): use runtime onnx (--runtime onnx)"
+                                     if (model_dir / "model.onnx").is_file() else ""))
             self.model = MultiTaskModel.load(model_dir, map_location=device).to(device)
             tasks, label_vocab = self.model.tasks, self.model.label_vocab
         self.tasks: dict[str, TaskSpec] = {t.name: t for t in tasks}

@@ -89,6 +89,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None) -> 
     fd, tmp_name = tempfile.mkstemp(prefix=".model.onnx.", dir=output_dir)
     os.close(fd)
     try:
+        logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # a line per folded constant
         with warnings.catch_warnings():  # the three inputs share their two axes: not news
             warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
             program = torch.onnx.export(
