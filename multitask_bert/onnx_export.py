@@ -99,6 +99,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path | None = None) -> 
         program.save(tmp_name, external_data=False)
         _add_metadata(tmp_name, {"multitask_config": (model_dir / CONFIG_FILE).read_text(),
                                  "weights_sha256": weights_digest(model_dir)})
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp made it 0600
         os.replace(tmp_name, output_dir / ONNX_FILE)
     finally:
         if os.path.exists(tmp_name):
@@ -186,3 +187,9 @@ class OnnxModel:
                                           for k, v in feed.items()})
         return {name.split("/", 1)[1]: torch.from_numpy(value).float()
                 for name, value in zip(names, values, strict=True)}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

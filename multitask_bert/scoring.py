@@ -170,6 +170,7 @@ def score_files(
                     rejected += len(bad)
                     if on_progress is not None:
                         on_progress(done, total, time.perf_counter() - started)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it 0600
         os.replace(tmp, output)
     finally:
         if reject_file is not None:
@@ -308,3 +309,9 @@ def _count_rows(path: Path) -> int:
         count -= 1  # the header
     return max(count, 0)
 
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
