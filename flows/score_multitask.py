@@ -50,7 +50,19 @@ class ScoreParameters(BaseModel):
     chunk_rows: int = Field(default=2048, ge=1, description="Rows per chunk.")
 
 
-@task(name="score", retries=1, retry_delay_seconds=10)
+def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """A missing file or an unknown model is not retried; a killed process is."""
+    try:
+        state.result(raise_on_failure=True)
+    except pipeline.MultitaskBertError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(name="score", retries=1, retry_delay_seconds=10,
+      retry_condition_fn=_retry_unless_user_error)
 def score_task(params: ScoreParameters) -> dict[str, Any]:
     """Score every row; logs progress (rows, rows/s, ETA) per chunk and the summary."""
     logger = get_run_logger()

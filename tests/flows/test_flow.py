@@ -151,3 +151,22 @@ def test_changed_data_file_misses_the_tokenize_cache(prefect_harness, workspace)
     changed = tokenize_all(config)
     assert changed["reviews"] == "Completed"
     assert all(changed[t] == "Cached" for t in SAMPLE_TASKS if t != "reviews"), changed
+
+
+def test_score_flow_fails_at_once_on_a_missing_input(prefect_harness, tmp_path):
+    """A user error (a missing file) fails the score task without its retry."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.score_multitask import ScoreParameters, score_multitask
+
+    params = ScoreParameters(inputs=[str(tmp_path / "missing.jsonl")],
+                             output=str(tmp_path / "scores.parquet"), model_uri=str(tmp_path))
+    state = score_multitask(params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="input file not found"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert run.run_count == 1  # not retried
