@@ -8,6 +8,8 @@
     trained = pipeline.train(run_dir)      # a supervised child process (retry-safe)
     evaluation = pipeline.evaluate(run_dir)
     registration = pipeline.register(run_dir, evaluation)
+    summary = pipeline.score("models:/multitask-bert@champion", ["rows.jsonl"], "out.parquet")
+    onnx_file = pipeline.export_onnx("models:/multitask-bert@champion", "exported/")
 
 Every step takes the run folder (or its ``config.yaml``, or a resolved config) and returns
 small JSON-able values, so a Prefect task passes paths, never tensors or re-serialised

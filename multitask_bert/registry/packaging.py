@@ -44,8 +44,8 @@ RUNTIME_DISTRIBUTIONS = (
 
 #: Load-time options of the logged model (``load_model(uri, model_config={...})``) and their
 #: defaults: ``device`` (empty: CUDA when available, else CPU), ``batch_size``, ``runtime``
-#: (``torch`` or ``onnx``).
-LOAD_OPTIONS = {"device": "", "batch_size": 32, "runtime": "torch"}
+#: (``torch`` or ``onnx``; empty: ``$MULTITASK_BERT_RUNTIME``, else ``torch``).
+LOAD_OPTIONS = {"device": "", "batch_size": 32, "runtime": ""}
 
 #: The ``multitask_bert`` package folder, logged as the model's code.
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]

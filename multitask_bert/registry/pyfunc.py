@@ -16,6 +16,7 @@ unpickle it *by its module path*: moving the class changes that path.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ from multitask_bert.errors import DataError
 
 if TYPE_CHECKING:
     from multitask_bert.inference import Predictor
+
+RUNTIME_ENV = "MULTITASK_BERT_RUNTIME"
+"""The runtime of a served model whose load did not name one (``torch`` or ``onnx``)."""
 
 
 class ModelInputError(MlflowException):
@@ -74,8 +78,10 @@ class MultitaskPyfunc(mlflow.pyfunc.PythonModel):
 
     Load-time options (``mlflow.pyfunc.load_model(uri, model_config={...})``): ``device``
     (default ``cuda`` when available, else ``cpu``), ``batch_size`` (default 32) and
-    ``runtime`` (``torch``, the default, or ``onnx``: the model's exported ONNX graph run by
-    ONNX Runtime, when the model was logged with one).
+    ``runtime`` (``torch``, the default, or ``onnx``: the model's ONNX graph run by ONNX
+    Runtime, exported on first load when the model was logged without one). ``mlflow models
+    serve`` takes no model config: there ``MULTITASK_BERT_RUNTIME=onnx`` in its environment
+    picks the runtime.
 
     Logged models unpickle this class by its module path (see the module docstring): models
     logged before the split of ``multitask_bert/registry.py`` name it
@@ -94,8 +100,8 @@ class MultitaskPyfunc(mlflow.pyfunc.PythonModel):
         device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         self._predictor = Predictor(
             context.artifacts["model"], device=device,
-            batch_size=int(options.get("batch_size", 32)),
-            runtime=str(options.get("runtime") or "torch"),
+            batch_size=int(options.get("batch_size") or 32),
+            runtime=str(options.get("runtime") or os.environ.get(RUNTIME_ENV) or "torch"),
         )
 
     # `pd.DataFrame` is the one hint from which MLflow infers no schema: the frame arrives

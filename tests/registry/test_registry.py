@@ -341,7 +341,7 @@ def test_the_version_has_a_description_signature_and_input_examples(store, tmp_p
         {"task": "tagging", "tokens": ["Maria", "Lopez", "flew", "to", "Lima", "."]}]}
 
 
-def test_load_time_options_reach_the_model_onnx_runtime_included(store, tmp_path):
+def test_load_time_options_reach_the_model_onnx_runtime_included(store, tmp_path, monkeypatch):
     _register(store, "options", 0.5)
     torch_model = load_champion(store.uri, "options", tmp_path / "torch")
     onnx_model = load_champion(store.uri, "options", tmp_path / "onnx",
@@ -350,3 +350,7 @@ def test_load_time_options_reach_the_model_onnx_runtime_included(store, tmp_path
     assert (predictor.runtime, predictor.batch_size) == ("onnx", 2)
     assert list((tmp_path / "onnx").rglob("model.onnx"))  # exported on first load
     assert _rounded(onnx_model.predict(MIXED_ROWS)) == _rounded(torch_model.predict(MIXED_ROWS))
+    # `mlflow models serve` takes no model config: the environment names the runtime there
+    monkeypatch.setenv("MULTITASK_BERT_RUNTIME", "onnx")
+    served = load_champion(store.uri, "options", tmp_path / "onnx")
+    assert served.unwrap_python_model()._predictor.runtime == "onnx"
