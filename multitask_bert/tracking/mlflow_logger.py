@@ -177,7 +177,10 @@ class MLflowLogger:
             self.client.restore_experiment(experiment.experiment_id)
         for key, value in EXPERIMENT_TAGS.items():  # experiments made before the tag
             if key not in (experiment.tags or {}):
-                self.client.set_experiment_tag(experiment.experiment_id, key, value)
+                try:
+                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
+                except MlflowException as error:  # e.g. no permission: the UI still works
+                    logger.debug("could not tag experiment %r: %s", name, error)
         return experiment.experiment_id
 
     @property
