@@ -134,9 +134,12 @@ def ensure_training_limit() -> str:
 def evaluate_task(run_config: str, model_name: str) -> dict[str, Any]:
     """Per-head metrics of the best model (validation, labelled test); table and markdown
     artifacts; metrics and plots to MLflow."""
-    evaluation = pipeline.evaluate(run_config, model_name, on_warning=get_run_logger().warning)
+    logger = get_run_logger()  # the per-head table and the score go to the run's logs
+    evaluation = pipeline.evaluate(run_config, model_name, on_warning=logger.warning,
+                                   on_info=logger.info)
     create_table_artifact(evaluation.table, key="per-head-metrics",
-                          description=f"{Path(run_config).parent.name}: per-head metrics")
+                          description=f"{Path(run_config).parent.name}: one row per head, "
+                          "validation and test side by side")
     if evaluation.baselines_markdown:  # baselines: single_task
         create_markdown_artifact("# Multi-task vs single-task (validation)\n\n"
                                  + evaluation.baselines_markdown, key="single-task-baselines")
@@ -147,9 +150,11 @@ def evaluate_task(run_config: str, model_name: str) -> dict[str, Any]:
 def register_task(run_config: str, evaluated: dict[str, Any], model_name: str
                   ) -> dict[str, Any]:
     """A registry version (alias ``challenger``); ``champion`` moves only when the new score
-    is at least the champion's on the same validation data."""
+    is at least the champion's on the same validation data and no head fell more than the
+    margin below the champion's. Logs the version, its aliases and the decision."""
     registration = pipeline.register(run_config, evaluated, model_name,
-                                     extra_tags={"flow_run": str(flow_run.name or "")})
+                                     extra_tags={"flow_run": str(flow_run.name or "")},
+                                     on_info=get_run_logger().info)
     create_markdown_artifact(registration.pop("summary_markdown"), key="run-summary",
                              description="metrics, registration and comparison to the champion")
     return registration

@@ -1,4 +1,5 @@
-"""``multitask-bert train | evaluate | predict``: the library without Prefect."""
+"""``multitask-bert train | evaluate | predict | score | export | register | baselines``: the
+library without Prefect."""
 
 from __future__ import annotations
 
@@ -75,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", help="JSONL file of rows ({'text': ...}, {'tokens': [...]}, "
                          "{'text_a': ..., 'text_b': ...}); '-' reads stdin")
     predict.add_argument("--output", help="JSONL output file (default: stdout)")
+    predict.add_argument("--on-error", choices=["fail", "row"], default="fail",
+                         help="a malformed row: fail (exit 2, naming it) or an 'error' field "
+                         "in its output line")
+    predict.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                         help="onnx: the model's ONNX graph (exported on first use)")
     predict.set_defaults(func=_predict)
     register = sub.add_parser(
         "register", help="register a finished run's best/ model in the MLflow registry")
@@ -83,6 +89,34 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--tracking-uri", help="MLflow store (default: the run's, or "
                           "$MLFLOW_TRACKING_URI)")
     register.set_defaults(func=_register)
+
+    score = sub.add_parser(
+        "score", help="batch scoring: every row of JSONL/CSV/Parquet files into Parquet, "
+        "rejected rows with their reason into a JSONL file")
+    score.add_argument("--model", default="models:/multitask-bert@champion",
+                       help="model URI or model folder (default: %(default)s)")
+    score.add_argument("--input", dest="inputs", action="append", required=True,
+                       metavar="FILE", help="JSONL, CSV or Parquet file (repeatable)")
+    score.add_argument("--output", required=True, help="Parquet file to write")
+    score.add_argument("--rejects", help="rejected rows (JSONL; default <output>.rejects.jsonl)")
+    score.add_argument("--task", help="the task of rows without a 'task' field (a file of "
+                       "one task's data)")
+    score.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    score.add_argument("--batch-size", type=int, default=32)
+    score.add_argument("--chunk-rows", type=int, default=2048,
+                       help="rows read, scored and written at a time")
+    score.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI)")
+    score.set_defaults(func=_score)
+
+    export = sub.add_parser("export", help="one ONNX graph for every head, with the label "
+                            "maps and the tokenizer")
+    export.add_argument("--model", required=True, help="model folder or model URI "
+                        "(models:/multitask-bert@champion)")
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--output", help="folder to write (default: the model folder; "
+                        "required for a model URI)")
+    export.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI)")
+    export.set_defaults(func=_export)
 
     baselines = sub.add_parser(
         "baselines", help="train one single-task model per task and compare every head with "
@@ -121,6 +155,43 @@ def _baselines(args: argparse.Namespace) -> int:
         _, report = pipeline.run_with_baselines(config)
     print(report["markdown"])
     print(f"metrics: {config.run_dir / 'metrics.json'} (key 'baselines')")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from multitask_bert import pipeline
+
+    bar = tqdm(unit="row", desc="score", dynamic_ncols=True, disable=None)
+
+    def progress(done: int, total: int | None, seconds: float) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = pipeline.score(args.model, args.inputs, args.output, rejects=args.rejects,
+                                 task=args.task, runtime=args.runtime, batch_size=args.batch_size,
+                                 chunk_rows=args.chunk_rows, tracking_uri=args.tracking_uri,
+                                 on_progress=progress)
+    finally:
+        bar.close()
+    print(f"scored {summary['scored']} of {summary['rows']} rows in {summary['seconds']:.1f} s "
+          f"({summary['rows_per_s']:.0f} rows/s) with {summary['model_uri']} -> "
+          f"{summary['output']}")
+    if summary["rejected"]:
+        print(f"rejected {summary['rejected']} rows (reasons in {summary['rejects']})")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from multitask_bert import pipeline
+    from multitask_bert.errors import ConfigError
+
+    if ":/" in args.model and not args.output:
+        raise ConfigError("--output is needed to export a model URI (a folder to write)")
+    path = pipeline.export_onnx(args.model, args.output, tracking_uri=args.tracking_uri)
+    print(f"wrote {path} (+ multitask_config.json with the label maps, tokenizer files)")
     return 0
 
 
@@ -181,11 +252,12 @@ def _predict(args: argparse.Namespace) -> int:
     rows = _read_rows(args)
     if not rows:
         raise DataError("nothing to predict: give --text, or --input with JSONL rows")
-    predictions = Predictor(args.model).predict(args.task, rows)
+    rows = [{"task": args.task, **row} if isinstance(row, dict) else row for row in rows]
+    outputs = Predictor(args.model, runtime=args.runtime).output_rows(rows, args.on_error)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
-        for row, prediction in zip(rows, predictions, strict=True):
-            out.write(json.dumps({**row, "predictions": prediction}) + "\n")
+        for row, output in zip(rows, outputs, strict=True):
+            out.write(json.dumps({**row, **output}) + "\n")
     finally:
         if args.output:
             out.close()

@@ -211,6 +211,15 @@ class LoggingConfig(_Strict):
     """Batches per task the telemetry averages over (the first rows of each train split)."""
 
 
+class PromotionConfig(_Strict):
+    """When a newly registered version takes the ``champion`` alias."""
+
+    max_head_regression: float = Field(default=0.01, ge=0.0)
+    """How far any head's major validation metric may fall below the champion's on the same
+    data (0.01: one point of accuracy or F1) for the new version to be promoted; its major
+    score must also be at least the champion's."""
+
+
 class ExperimentConfig(_Strict):
     """A whole experiment: encoder, tasks, training, logging and where outputs go."""
 
@@ -221,6 +230,7 @@ class ExperimentConfig(_Strict):
     """Default sub-word truncation length (a task may set its own)."""
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     output_dir: str | None = None
     """Run folder; default ``runs/<name>``."""
     cache_dir: str = ".work/cache"

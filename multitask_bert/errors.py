@@ -31,3 +31,15 @@ EXIT_USER_ERROR = 2
 """Exit status of a process stopped by a :class:`MultitaskBertError`: retrying cannot help."""
 EXIT_OUT_OF_MEMORY = 3
 """Exit status of a process that ran out of CUDA memory: a smaller per-device batch can help."""
+
+
+class RowError(DataError):
+    """One row given for prediction is malformed: names the row (1-based, in the input),
+    the field, what was expected, and the fix."""
+
+    def __init__(self, row: int, field: str | None, problem: str, fix: str = "") -> None:
+        self.row = row
+        self.field = field
+        self.problem = problem
+        where = f"row {row}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {problem}" + (f". {fix}" if fix else ""))

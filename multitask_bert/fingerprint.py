@@ -28,6 +28,7 @@ NOT_IN_FINGERPRINT: dict[str, str] = {
     "output_dir": "where the run folder is",
     "cache_dir": "where tokenised data is cached",
     "logging": "where and how often metrics are tracked",
+    "promotion": "how a new version is compared with the champion, not what is trained",
     "training.progress_bar": "display only",
     "training.resume": "whether to continue from a checkpoint, not what is trained",
     "training.checkpoint_every_n_steps": "how often state is saved",

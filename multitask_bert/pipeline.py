@@ -8,6 +8,8 @@
     trained = pipeline.train(run_dir)      # a supervised child process (retry-safe)
     evaluation = pipeline.evaluate(run_dir)
     registration = pipeline.register(run_dir, evaluation)
+    summary = pipeline.score("models:/multitask-bert@champion", ["rows.jsonl"], "out.parquet")
+    onnx_file = pipeline.export_onnx("models:/multitask-bert@champion", "exported/")
 
 Every step takes the run folder (or its ``config.yaml``, or a resolved config) and returns
 small JSON-able values, so a Prefect task passes paths, never tensors or re-serialised
@@ -28,10 +30,20 @@ from typing import Any
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import META_FILE, CachedTask, compute_fingerprint
 from multitask_bert.data.prepare import load_datasets, load_split, prepare_data, prepare_task
+from multitask_bert.data.sources import read_split
 from multitask_bert.errors import ConfigError, MultitaskBertError
-from multitask_bert.evaluation.evaluator import Metrics, flatten_metrics, major_score
+from multitask_bert.evaluation.evaluator import (
+    Metrics,
+    flatten_metrics,
+    head_major_scores,
+    major_score,
+)
 from multitask_bert.evaluation.plots import save_metric_plots
-from multitask_bert.evaluation.report import metrics_rows, run_summary_markdown
+from multitask_bert.evaluation.report import (
+    format_head_table,
+    run_summary_markdown,
+    wide_metrics_table,
+)
 from multitask_bert.evaluation.saved_model import evaluate_saved_model
 from multitask_bert.fingerprint import experiment_fingerprint
 from multitask_bert.models.multitask import load_tokenizer
@@ -58,6 +70,7 @@ __all__ = [
     "UserInputError",
     "evaluate",
     "evaluate_saved_model",
+    "export_onnx",
     "load_datasets",
     "load_split",
     "prepare",
@@ -69,6 +82,7 @@ __all__ = [
     "resolve",
     "run_config",
     "run_with_baselines",
+    "score",
     "start",
     "task_fingerprint",
     "tokenize_cache_key",
@@ -222,7 +236,10 @@ class Evaluation:
     champion: dict[str, Any] | None
     """The registered champion before this run, if any."""
     table: list[dict[str, Any]] = field(default_factory=list)
-    """One row per split, task, head and metric (4 decimals)."""
+    """One row per task/head, one column per metric and split (4 decimals)."""
+    head_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Every head's major validation metric (``{"task/head": {"metric", "value",
+    "higher_is_better"}}``), for the per-head promotion gate."""
     baselines_markdown: str | None = None
     """The multi-task vs single-task comparison, when the run trained baselines."""
     gradients: dict[str, float] = field(default_factory=dict)
@@ -234,9 +251,12 @@ class Evaluation:
 
 
 def evaluate(run: RunRef, model_name: str = "multitask-bert",
-             on_warning: Callable[[str], None] = log.warning) -> Evaluation:
+             on_warning: Callable[[str], None] = log.warning,
+             on_info: Callable[[str], None] = log.info) -> Evaluation:
     """Per-head metrics of the run's best model on validation and labelled test splits;
-    plots; metrics to the run's tracking run; ``<run>/evaluation.json``."""
+    plots; metrics to the run's tracking run (validation as ``task/head/metric``, the name
+    training logs them under, at the run's last step; test as ``test/task/head/metric``);
+    ``<run>/evaluation.json``; the per-head table and the score to ``on_info``."""
     config = run_config(run)
     run_dir = config.run_dir
     model_dir = run_dir / "best"
@@ -249,19 +269,26 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
     heads = {t.name: list(t.heads) for t in config.tasks if t.name in metrics["validation"]}
     score = major_score(metrics["validation"], config.training.early_stopping.metric, heads)
     champion = safe_find_champion(config, model_name, on_warning)
-    table = [{"split": split, "task": t, "head": h, "metric": m, "value": round(v, 4)}
-             for split, values in metrics.items() for t, h, m, v in metrics_rows(values)]
+    head_scores = head_major_scores(metrics["validation"], heads)
+    majors = {key: value["metric"] for key, value in head_scores.items()}
+    table = wide_metrics_table(metrics, majors)
+    on_info(f"per-head major metrics of {model_dir}:\n{format_head_table(metrics, majors)}")
+    on_info(f"score ({config.training.early_stopping.metric}, validation): {score:.4f}")
     report = read_comparison(run_dir)
     plots = save_metric_plots(metrics["validation"], run_dir / "plots")
     trained = _metrics_json(run_dir)
     if trained.get("run_id") and config.logging.backend in ("mlflow", "both"):
         tracker = create_logger("mlflow", output_dir=run_dir,
                                 experiment_name=config.logging.experiment_name or config.name,
-                                run_name=config.name, tracking_uri=config.logging.tracking_uri,
+                                run_name=run_dir.name, tracking_uri=config.logging.tracking_uri,
                                 resume_run_id=trained["run_id"])
         try:
+            # validation under the names training used, at its last step: the curve ends
+            # with the best model (the registered one); test under its own prefix
+            step = int(trained.get("global_step") or 0)
             for split, values in metrics.items():
-                tracker.log_metrics(flatten_metrics(values, prefix=split), step=0)
+                prefix = "" if split == "validation" else split
+                tracker.log_metrics(flatten_metrics(values, prefix=prefix), step=step)
             for plot in plots:
                 tracker.log_artifact(plot, "plots")
             tracker.log_dict(metrics, "evaluation.json")
@@ -269,6 +296,7 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
             tracker.close()
     (run_dir / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     return Evaluation(metrics=metrics, score=score, champion=champion, table=table,
+                      head_scores=head_scores,
                       baselines_markdown=comparison_markdown(report["comparison"])
                       if report else None, plots=[str(p) for p in plots],
                       gradients=trained.get("gradients") or {})
@@ -276,14 +304,20 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
 
 # -- register ---------------------------------------------------------------------------------
 def register(run: RunRef, evaluation: Evaluation | dict[str, Any],
-             model_name: str = "multitask-bert", extra_tags: dict[str, str] | None = None
-             ) -> dict[str, Any]:
-    """Register the run's best model with the evaluated score; the result has the version,
-    its aliases, the promotion decision and ``summary_markdown`` (for a run summary)."""
+             model_name: str = "multitask-bert", extra_tags: dict[str, str] | None = None,
+             on_info: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Register the run's best model with the evaluated score and per-head scores; the
+    result has the version, its aliases, the promotion decision (and the heads that
+    regressed) and ``summary_markdown`` (for a run summary). The version, aliases and
+    decision go to ``on_info``."""
     config = run_config(run)
     evaluated = evaluation.to_dict() if isinstance(evaluation, Evaluation) else evaluation
     registration = register_run(config.run_dir, model_name=model_name, config=config,
-                                score=evaluated["score"], extra_tags=extra_tags)
+                                score=evaluated["score"], extra_tags=extra_tags,
+                                head_scores=evaluated.get("head_scores"))
+    on_info(f"registered {registration['model_name']} version {registration['version']} "
+            f"(aliases: {', '.join(registration['aliases']) or 'none'}): "
+            f"{registration['reason']}")
     registration["summary_markdown"] = run_summary_markdown(
         config.name, config.training.early_stopping.metric, evaluated, registration,
         redact_uri(config.logging.tracking_uri or ""))
@@ -298,13 +332,18 @@ def register_run(
     config: ExperimentConfig | None = None,
     score: float | None = None,
     extra_tags: dict[str, str] | None = None,
+    head_scores: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Register a finished run's ``best/`` model: log it as an MLflow pyfunc, create a
-    registry version (alias ``challenger``) and move ``champion`` when its score is at least
-    the champion's on the same validation data (re-scoring the champion if the data
-    changed). Works later and alone, e.g. after the tracking server was down."""
+    """Register a finished run's ``best/`` model: log it as an MLflow pyfunc (signature,
+    an input example per task), create a registry version (alias ``challenger``, a
+    description of its tasks, heads, labels and scores) and move ``champion`` when its score
+    is at least the champion's on the same validation data and no head's major metric fell
+    more than ``promotion.max_head_regression`` below the champion's (re-scoring the
+    champion if the data changed). Works later and alone, e.g. after the tracking server was
+    down (the per-head scores then come from ``metrics.json``)."""
     from multitask_bert.registry import log_model
     from multitask_bert.registry import register as register_version
+    from multitask_bert.registry.signature import version_description
 
     run_dir = Path(run_dir)
     if not (run_dir / "best" / "model.safetensors").is_file():
@@ -322,17 +361,22 @@ def register_run(
         for task in config.tasks
     }
     run_id = metrics.get("run_id") if _run_exists(tracking_uri, metrics.get("run_id")) else None
+    heads = {t.name: list(t.heads) for t in config.tasks}
+    if head_scores is None and metrics.get("best"):
+        head_scores = head_major_scores(metrics["best"], heads)
+    head_scores = head_scores or {}
     model_uri = log_model(run_dir / "best", tracking_uri=tracking_uri,
                           experiment_name=config.logging.experiment_name or config.name,
-                          run_id=run_id)
+                          run_id=run_id, examples=_example_rows(config))
 
-    def rescore(champion_uri: str) -> float:
-        log.info("data changed since the champion: re-scoring %s on today's validation data",
-                 champion_uri)
+    def rescore(champion_uri: str) -> tuple[float, dict[str, float]]:
+        log.info("re-scoring %s on today's validation data (the data changed, or it has no "
+                 "per-head scores)", champion_uri)
         folder = download_model_folder(champion_uri, tracking_uri, run_dir / "champion")
         champion_metrics = evaluate_saved_model(folder, config)
-        heads = {t.name: list(t.heads) for t in config.tasks if t.name in champion_metrics}
-        return major_score(champion_metrics, config.training.early_stopping.metric, heads)
+        scored = {t: h for t, h in heads.items() if t in champion_metrics}
+        return (major_score(champion_metrics, config.training.early_stopping.metric, scored),
+                {k: v["value"] for k, v in head_major_scores(champion_metrics, scored).items()})
 
     result = register_version(
         model_uri,
@@ -345,25 +389,85 @@ def register_run(
         git_commit=git_commit(),
         extra_tags={"run_dir": str(run_dir), **(extra_tags or {})},
         rescore_champion=rescore,
+        head_scores={k: v["value"] for k, v in head_scores.items()},
+        lower_is_better_heads=tuple(k for k, v in head_scores.items()
+                                    if not v["higher_is_better"]),
+        max_head_regression=config.promotion.max_head_regression,
+        description=version_description(config.tasks, _label_vocab(run_dir / "best"),
+                                        head_scores, score,
+                                        config.training.early_stopping.metric),
     )
     log.info("registered %s version %s (aliases: %s): %s", model_name, result.version,
              ", ".join(result.aliases), result.reason)
     return result.to_dict()
 
 
+def _example_rows(config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The first validation row of every task that has one (for the model's examples)."""
+    examples = {}
+    for task in config.tasks:
+        try:
+            rows = read_split(task, "validation" if task.validation else "train",
+                              apply_limit=False)
+        except Exception as exc:  # an example is documentation: never fail registration
+            log.debug("no example row for %s: %s", task.name, exc)
+            continue
+        if rows:
+            examples[task.name] = rows[0]
+    return examples
+
+
+def _label_vocab(model_dir: Path) -> dict[str, dict[str, list[str]]]:
+    from multitask_bert.models.multitask import CONFIG_FILE
+
+    return json.loads((model_dir / CONFIG_FILE).read_text()).get("label_vocab", {})
+
+
 def download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:
     """Download a registered model and return its multitask-bert model folder."""
-    import mlflow
+    from multitask_bert.registry.lookup import download_model
 
-    from multitask_bert.registry import mlflow_store
+    return download_model(model_uri, tracking_uri, dst)[0]
 
-    dst.mkdir(parents=True, exist_ok=True)
-    with mlflow_store(tracking_uri):
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                         dst_path=str(dst)))
-    for config_file in local.rglob("multitask_config.json"):
-        return config_file.parent
-    raise FileNotFoundError(f"no multitask-bert model folder inside {model_uri}")
+
+# -- use the model ----------------------------------------------------------------------------
+def score(model_uri: str, inputs: list[str], output: str, *, rejects: str | None = None,
+          task: str | None = None, runtime: str = "torch", batch_size: int = 32,
+          chunk_rows: int = 2048, tracking_uri: str | None = None,
+          root: str | Path | None = None,
+          on_progress: Callable[[int, int | None, float], None] | None = None
+          ) -> dict[str, Any]:
+    """Batch scoring (:func:`multitask_bert.scoring.score_files`): every row of the input
+    files (JSONL, CSV, Parquet; streamed) into a Parquet file; rejected rows, with their
+    reason, into a JSONL file. Relative paths are relative to ``root`` (default: the working
+    directory). Returns the summary (rows, scored, rejected, rows/s, model version)."""
+    from multitask_bert.scoring import score_files
+
+    base = Path(root) if root is not None else Path.cwd()
+
+    def at(path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else base / path
+
+    local = at(model_uri)
+    model = str(local) if ":/" not in model_uri and local.exists() else model_uri
+    return score_files(model, [at(p) for p in inputs], at(output),
+                       rejects=at(rejects) if rejects else None, task=task, runtime=runtime,
+                       batch_size=batch_size, chunk_rows=chunk_rows, tracking_uri=tracking_uri,
+                       on_progress=on_progress).to_dict()
+
+
+def export_onnx(model: str, output_dir: str | None = None, tracking_uri: str | None = None,
+                work_dir: str | Path = ".work/export") -> Path:
+    """One ONNX graph for every head (:func:`multitask_bert.onnx_export.export_onnx`) of a
+    model folder or a model URI (downloaded first); returns the ``model.onnx`` written."""
+    import os
+
+    from multitask_bert.onnx_export import export_onnx as export
+    from multitask_bert.registry.lookup import download_model
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    folder, _ = download_model(model, uri, Path(work_dir))
+    return export(folder, output_dir)
 
 
 def safe_find_champion(config: ExperimentConfig, model_name: str,

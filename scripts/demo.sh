@@ -12,7 +12,7 @@
 #   --config PATH      experiment YAML (default configs/quickstart.yaml)
 #   --force            train even when data and config equal the champion's (the flow skips
 #                      training otherwise: a second `make demo` is quick)
-#   -- ARGS            passed on to `prefect deployment run`, e.g. -- --watch-timeout 900
+#   -- ARGS            passed on to `prefect deployment run`, e.g. -- --tag manual
 #   make demo ARGS="training.epochs=1 --force"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,12 +54,16 @@ EOF
 say "running train-multitask/local: $params"
 run_log="$MTB_LOGS/demo-run.log"
 set +e
-_prefect deployment run train-multitask/local --params "$params" --watch "${run_args[@]}" 2>&1 \
+_prefect deployment run train-multitask/local --params "$params" "${run_args[@]}" 2>&1 \
   | tee "$run_log"
-run_status=${PIPESTATUS[0]}
 set -e
 flow_run_id=$(grep -oE 'UUID: [0-9a-f-]{36}' "$run_log" | head -n 1 | cut -d' ' -f2 || true)
 [[ -n $flow_run_id ]] || die "no flow run was created (output above, $run_log)"
+# while it runs: state changes, task states and the training progress (step, loss, ETA)
+set +e
+_python scripts/demo_watch.py "$flow_run_id" 2>&1 | tee -a "$run_log"
+run_status=${PIPESTATUS[0]}
+set -e
 
 summary_status=0
 _python scripts/demo_summary.py "$flow_run_id" || summary_status=$?

@@ -15,10 +15,15 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 PACKAGE = REPO / "multitask_bert"
 FLOW = REPO / "flows" / "train_multitask.py"
+FLOWS = {FLOW: {"tokenize_task", "train_task", "evaluate_task", "register_task"},
+         REPO / "flows" / "score_multitask.py": {"score_task"}}
+"""Every flow file and the Prefect tasks it defines."""
 
 
 def module_name(path: Path) -> str:
@@ -156,8 +161,9 @@ def test_the_branch_patterns_catch_what_they_are_for():
     assert not HEAD_TYPE_BRANCH.search('if device.type == "cuda":')
 
 
-def test_the_flow_imports_only_the_facade_prefect_and_the_standard_library():
-    tree = ast.parse(FLOW.read_text())
+@pytest.mark.parametrize("flow_file", list(FLOWS), ids=lambda p: p.name)
+def test_the_flow_imports_only_the_facade_prefect_and_the_standard_library(flow_file):
+    tree = ast.parse(flow_file.read_text())
     roots: set[str] = set()
     ours: set[str] = set()
     for node in ast.walk(tree):
@@ -178,12 +184,12 @@ def test_the_flow_imports_only_the_facade_prefect_and_the_standard_library():
     assert ours == {"pipeline"}
 
 
-def test_the_flow_tasks_are_short():
-    tree = ast.parse(FLOW.read_text())
+@pytest.mark.parametrize("flow_file", list(FLOWS), ids=lambda p: p.name)
+def test_the_flow_tasks_are_short(flow_file):
+    tree = ast.parse(flow_file.read_text())
     tasks = [node for node in tree.body if isinstance(node, ast.FunctionDef)
              and any(ast.unparse(d).startswith("task") for d in node.decorator_list)]
-    assert {t.name for t in tasks} == {"tokenize_task", "train_task", "evaluate_task",
-                                       "register_task"}
+    assert {t.name for t in tasks} == FLOWS[flow_file]
     for node in tasks:
         body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body  # docstring
         lines = body[-1].end_lineno - body[0].lineno + 1

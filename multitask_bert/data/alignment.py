@@ -27,6 +27,11 @@ class RowWords:
 
     firsts: list[tuple[int, int]]
     count: int
+    words: list[str] | None = None
+    """The words themselves, when known (prediction; evaluation leaves them out)."""
+    char_spans: list[tuple[int, int]] | None = None
+    """Each word's ``(start, end)`` character offsets in the input text, when the row was
+    given as text (split on whitespace)."""
 
 
 def first_subword_positions(word_ids: Sequence[int | None]) -> list[tuple[int, int]]:

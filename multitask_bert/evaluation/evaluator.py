@@ -73,6 +73,21 @@ def major_score(metrics: Metrics, spec: str, tasks: dict[str, list[HeadSpec]]) -
     return float(metrics[task][head][metric])
 
 
+def head_major_scores(metrics: Metrics, tasks: dict[str, list[HeadSpec]]
+                      ) -> dict[str, dict[str, Any]]:
+    """Every head's major metric: ``{"task/head": {"metric", "value", "higher_is_better"}}``
+    (heads missing from ``metrics`` left out), for the per-head promotion gate."""
+    scores: dict[str, dict[str, Any]] = {}
+    for task, heads in tasks.items():
+        for head in heads:
+            value = metrics.get(task, {}).get(head.name, {}).get(head.major)
+            if isinstance(value, (int, float)):
+                lower = head.major in build_head_type(head).lower_is_better
+                scores[f"{task}/{head.name}"] = {"metric": head.major, "value": float(value),
+                                                 "higher_is_better": not lower}
+    return scores
+
+
 def flatten_metrics(metrics: Metrics, prefix: str = "") -> dict[str, float]:
     """``{task: {head: {f1: x, per_type: {PER: {f1: y}}}}}`` -> ``{task/head/f1: x,
     task/head/per_type/PER/f1: y}`` (the log key layout)."""

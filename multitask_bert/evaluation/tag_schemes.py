@@ -134,3 +134,50 @@ def is_entity_tag_set(labels: list[str]) -> bool:
             return False
         any_entity = True
     return any_entity
+
+
+def tags_from_spans(spans: list[tuple[str, int, int]], length: int, scheme: TagScheme
+                    ) -> list[str]:
+    """Writes entities (``(type, start, end)``, ``end`` exclusive, in order, not
+    overlapping) as a valid tag sequence of ``scheme``.
+
+    * IOB2: ``B-X`` on the first word, ``I-X`` on the others.
+    * IOB1: ``I-X`` on every word, except ``B-X`` on the first word of an entity that
+      directly follows another ``X`` entity (the only place IOB1 uses ``B-``).
+    * BIOES: ``S-X`` for a one-word entity, else ``B-X``, ``I-X``..., ``E-X``.
+    """
+    check_scheme(scheme)
+    tags = ["O"] * length
+    previous_end, previous_type = -1, ""
+    for entity_type, start, end in spans:
+        if scheme == "BIOES":
+            if end - start == 1:
+                tags[start] = f"S-{entity_type}"
+            else:
+                tags[start:end] = ([f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 2)
+                                   + [f"E-{entity_type}"])
+        else:
+            tags[start:end] = [f"I-{entity_type}"] * (end - start)
+            adjacent_same = previous_end == start and previous_type == entity_type
+            if scheme == "IOB2" or adjacent_same:
+                tags[start] = f"B-{entity_type}"
+        previous_end, previous_type = end, entity_type
+    return tags
+
+
+def repair(tags: list[str], scheme: TagScheme) -> list[str]:
+    """The valid ``scheme`` sequence with the entities conlleval reads in ``tags``.
+
+    A model's per-word argmax can be invalid (``B-location, I-person`` in IOB2, ``E-X``
+    without ``B-X`` in BIOES); the scorer reads such a sequence leniently
+    (:func:`to_iob2`). Repairing writes those same entities back validly, so the repaired
+    tags, the entities and the scores all agree: ``B-location, I-person`` becomes
+    ``B-location, B-person`` (two entities, as scored). A valid sequence comes back
+    unchanged.
+    """
+    return tags_from_spans(entity_spans(to_iob2(tags, scheme)), len(tags), scheme)
+
+
+def is_valid(tags: list[str], scheme: TagScheme) -> bool:
+    """Whether ``tags`` is a valid ``scheme`` sequence (:func:`repair` leaves it as it is)."""
+    return repair(tags, scheme) == list(tags)

@@ -105,6 +105,10 @@ class HeadType:
     """The ``nn.Module`` of the head (output layer and loss)."""
     label_type: ClassVar[pa.DataType]
     """Arrow type of the head's ``label__<head>`` column in the cache."""
+    output_fields: ClassVar[dict[str, Any]] = {}
+    """What :meth:`decode` returns per row, for the served model's signature: field ->
+    ``"string"``, ``"double"``, ``"long"``, ``[type]`` (a list), ``{"*": type}`` (a map) or
+    ``{field: type}`` (an object); a ``?`` after a name marks a field that may be absent."""
 
     def __init__(self, spec: HeadSpec, labels: list[str] | None = None) -> None:
         self.spec = spec
@@ -162,6 +166,11 @@ class HeadType:
     def build_module(self, hidden_size: int) -> HeadModule:
         """The head's ``nn.Module`` (one output per label)."""
         return self.module(hidden_size, len(self.labels) or 1, self.spec.dropout)
+
+    def describe(self) -> str:
+        """The head's type (and its options), for docs: ``classification``, ``tagging
+        (IOB2)``."""
+        return self.name
 
     # -- predictions ----------------------------------------------------------------------
     def decode(self, logits: torch.Tensor, words: list[RowWords] | None = None) -> list[Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import torch
@@ -29,6 +29,7 @@ class ClassificationHead(HeadType):
     """Single-label classification; predictions ``{"label", "score"}`` (softmax prob)."""
 
     name = "classification"
+    output_fields: ClassVar[dict[str, Any]] = {"label": "string", "score": "double"}
     module = ClassificationModule
     label_type = pa.int64()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,7 @@ class MultilabelHead(HeadType):
     a label is predicted when its logit is above 0, i.e. its probability above 0.5)."""
 
     name = "multilabel"
+    output_fields: ClassVar[dict[str, Any]] = {"labels": ["string"], "scores": {"*": "double"}}
     major_metric = "micro_f1"
     module = MultilabelModule
     label_type = pa.list_(pa.float32())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 import torch
@@ -36,6 +36,7 @@ class RegressionHead(HeadType):
     """A float per example; predictions ``{"value"}``."""
 
     name = "regression"
+    output_fields: ClassVar[dict[str, Any]] = {"value": "double"}
     has_vocabulary = False
     major_metric = "pearson"
     lower_is_better = frozenset({"mse", "mae"})

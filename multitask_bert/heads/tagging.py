@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from multitask_bert.data.alignment import IGNORE_INDEX, RowWords, list_array
 from multitask_bert.errors import short_repr
+from multitask_bert.evaluation import tag_schemes
 from multitask_bert.evaluation.metrics import compute_ner_metrics, compute_tagging_accuracy
 from multitask_bert.heads.base import HeadModule, HeadType, RawLabel
 from multitask_bert.heads.registry import register_head_type
@@ -47,9 +48,17 @@ class TaggingModule(HeadModule):
 
 @register_head_type
 class TaggingHead(HeadType):
-    """One tag per word; predictions ``{"tags": [...]}`` with one tag per input word."""
+    """One tag per word; predictions ``{"tags", "tag_scores"}`` with one entry per input
+    word, and ``"spans"`` (the entities) for heads with a scheme."""
 
     name = "tagging"
+    output_fields: ClassVar[dict[str, Any]] = {
+        "tags": ["string"],
+        "tag_scores": ["double"],
+        "spans?": [{"type": "string", "first_word": "long", "last_word": "long",
+                    "score": "double", "text?": "string", "start_char?": "long",
+                    "end_char?": "long"}],
+    }
     task_types = ("token",)
     module = TaggingModule
     label_type = pa.list_(pa.int32())
@@ -62,6 +71,9 @@ class TaggingHead(HeadType):
     @classmethod
     def default_major(cls, spec: HeadSpec) -> str:
         return "f1" if spec.scheme else "accuracy"
+
+    def describe(self) -> str:
+        return f"tagging ({self.spec.scheme})" if self.spec.scheme else "tagging"
 
     @property
     def word_column(self) -> str:
@@ -146,17 +158,70 @@ class TaggingHead(HeadType):
 
     # -- predictions and evaluation -----------------------------------------------------------
     def decode(self, logits: torch.Tensor, words: list[RowWords] | None = None) -> list[Any]:
+        """Per row ``{"tags", "tag_scores"}`` (one per word; a word cut off by truncation
+        gets the fill tag and the score None) and, with an entity scheme, ``"spans"``.
+
+        With a scheme the argmax tags are repaired into a valid sequence
+        (:func:`~multitask_bert.evaluation.tag_schemes.repair`: the entities the scorer
+        reads, written validly), so ``tags`` and ``spans`` always agree. A span is
+        ``{"type", "first_word", "last_word" (inclusive), "score"}`` plus ``"text"`` when
+        the words are known and ``"start_char"``/``"end_char"`` when the row was text. A
+        tag's score is its softmax probability; a span's is the mean over its words of the
+        probability of the span's type (all of its ``B-``/``I-``/``E-``/``S-`` tags
+        together), so a repaired prefix does not lower it.
+        """
         if words is None:
             raise ValueError(f"head {self.spec.name!r}: decoding tags needs the rows' words")
-        predicted = logits.argmax(-1).tolist()
+        probabilities = torch.softmax(logits.float(), dim=-1)
+        best, predicted = probabilities.max(-1)
+        best_list, predicted_list = best.tolist(), predicted.tolist()
+        scheme = self.spec.scheme
         out = []
         for row, row_words in enumerate(words):
             tags: list[str | None] = [self.fill] * row_words.count
-            row_predicted = predicted[row]
+            scores: list[float | None] = [None] * row_words.count
             for position, word in row_words.firsts:
-                tags[word] = self.labels[row_predicted[position]]
-            out.append({"tags": tags})
+                tags[word] = self.labels[predicted_list[row][position]]
+                scores[word] = best_list[row][position]
+            if not scheme:
+                out.append({"tags": tags, "tag_scores": scores})
+                continue
+            repaired = tag_schemes.repair([t or "O" for t in tags], scheme)
+            positions = dict((word, position) for position, word in row_words.firsts)
+            row_probabilities = probabilities[row]
+            for word, (old, new) in enumerate(zip(tags, repaired, strict=True)):
+                if old != new and word in positions:
+                    scores[word] = float(row_probabilities[positions[word], self.label_ids[new]])
+            spans = [self._span(entity, row_words, positions, row_probabilities)
+                     for entity in tag_schemes.entity_spans(tag_schemes.to_iob2(repaired, scheme))]
+            out.append({"tags": repaired, "tag_scores": scores, "spans": spans})
         return out
+
+    def _span(self, entity: tuple[str, int, int], row_words: RowWords,
+              positions: dict[int, int], probabilities: torch.Tensor) -> dict[str, Any]:
+        entity_type, start, end = entity
+        type_ids = self._type_label_ids().get(entity_type, [])
+        kept = [positions[w] for w in range(start, end) if w in positions]
+        score = (float(probabilities[kept][:, type_ids].sum(-1).mean())
+                 if kept and type_ids else 0.0)
+        span: dict[str, Any] = {"type": entity_type, "first_word": start,
+                                "last_word": end - 1, "score": score}
+        if row_words.words is not None:
+            span["text"] = " ".join(row_words.words[start:end])
+        if row_words.char_spans is not None:
+            span["start_char"] = row_words.char_spans[start][0]
+            span["end_char"] = row_words.char_spans[end - 1][1]
+        return span
+
+    def _type_label_ids(self) -> dict[str, list[int]]:
+        """Label ids of every entity type (``B-X``, ``I-X``, ``E-X``, ``S-X`` of ``X``)."""
+        if not hasattr(self, "_types"):
+            types: dict[str, list[int]] = {}
+            for index, label in enumerate(self.labels):
+                if label != "O" and len(label) > 2 and label[1] == "-":
+                    types.setdefault(label[2:], []).append(index)
+            self._types = types
+        return self._types
 
     def evaluation_pairs(
         self, logits: torch.Tensor, batch: Batch, dataset: TaskDataset

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow.artifacts
 import mlflow.pyfunc
 
 from multitask_bert.errors import ConfigError
@@ -92,3 +94,54 @@ def champion_model_version(client: MlflowClient, name: str) -> Any:
     if CHAMPION not in aliases:
         return None
     return client.get_model_version(name, str(aliases[CHAMPION]))
+
+
+@_hide_credentials
+def download_model(model_uri: str, tracking_uri: str, dst: str | Path) -> tuple[Path, str]:
+    """Downloads a logged or registered model and returns its multitask-bert model folder
+    and its version (``models:/<name>@<alias>`` resolved to the version number; a logged
+    model's id, or the URI itself, when it is not a registry version).
+
+    A local folder (a saved model, or a downloaded MLflow model) is used where it is.
+
+    Raises:
+        ConfigError: when the URI names nothing, or nothing with a multitask-bert model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    local = Path(model_uri).expanduser()
+    if "://" not in model_uri and ":/" not in model_uri and local.exists():
+        return _model_folder(local, model_uri), f"local:{local.resolve()}"
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    version, source = model_uri, model_uri
+    with mlflow_store(tracking_uri):
+        try:
+            name, _, ref = model_uri.removeprefix("models:/").partition("/")
+            if model_uri.startswith("models:/") and "@" in model_uri:
+                name, _, alias = model_uri.removeprefix("models:/").partition("@")
+                version = str(registry_client(tracking_uri).get_model_version_by_alias(
+                    name, alias).version)
+                source = f"models:/{name}/{version}"  # the alias may move meanwhile
+            elif model_uri.startswith("models:/") and ref.isdigit():
+                version = ref
+            # one folder per version: an ONNX graph exported into it stays with its weights
+            dst = dst / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{version}").strip("_")
+            dst.mkdir(parents=True, exist_ok=True)
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source,
+                                                              dst_path=str(dst)))
+        except MlflowException as error:
+            raise ConfigError(f"model {model_uri!r} not found at {redact_uri(tracking_uri)}: "
+                              f"{error.message.splitlines()[0]}. Register a model first "
+                              "(make demo), or pass another --model") from None
+    return _model_folder(folder, model_uri), version
+
+
+def _model_folder(root: Path, model_uri: str) -> Path:
+    from multitask_bert.models.multitask import CONFIG_FILE
+
+    if (root / CONFIG_FILE).is_file():
+        return root
+    for config_file in sorted(root.rglob(CONFIG_FILE)):
+        return config_file.parent
+    raise ConfigError(f"{model_uri}: no multitask-bert model inside ({CONFIG_FILE} not found)")

@@ -8,13 +8,19 @@ not installed.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 
 from multitask_bert.errors import ConfigError
 from multitask_bert.registry.pyfunc import MultitaskPyfunc
+from multitask_bert.registry.signature import example_row, model_signature
 from multitask_bert.registry.store import mlflow_store, registry_client
 from multitask_bert.tracking import MLflowLogger, default_artifact_location, redact_uri
 from multitask_bert.tracking.mlflow_logger import _hide_credentials, sqlite_path
@@ -31,7 +37,15 @@ RUNTIME_DISTRIBUTIONS = (
     "pyyaml",
     "numpy",
     "pandas",
+    "onnx",  # runtime=onnx: the graph is exported on first use when the model has none
+    "onnxscript",
+    "onnxruntime",
 )
+
+#: Load-time options of the logged model (``load_model(uri, model_config={...})``) and their
+#: defaults: ``device`` (empty: CUDA when available, else CPU), ``batch_size``, ``runtime``
+#: (``torch`` or ``onnx``; empty: ``$MULTITASK_BERT_RUNTIME``, else ``torch``).
+LOAD_OPTIONS = {"device": "", "batch_size": 32, "runtime": ""}
 
 #: The ``multitask_bert`` package folder, logged as the model's code.
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -63,8 +77,12 @@ def log_model(
     run_id: str | None = None,
     artifact_path: str = "model",
     artifact_location: str | None = None,
+    examples: Mapping[str, dict[str, Any]] | None = None,
 ) -> str:
-    """Logs a saved model folder as an MLflow pyfunc model.
+    """Logs a saved model folder as an MLflow pyfunc model, with its signature (input
+    columns, every head's output, the ``on_error`` parameter), one input example row per
+    task (``serving_input_example.json``; also ``artifacts/examples/<task>.json``, a
+    request body for ``mlflow models serve``).
 
     Args:
         model_dir: the folder :meth:`MultiTaskModel.save` wrote (``<run>/best``).
@@ -74,6 +92,8 @@ def log_model(
         artifact_path: the logged model's name.
         artifact_location: root for a new experiment's artifacts; None means
             ``mlartifacts`` next to a SQLite database, or the server's choice.
+        examples: per task, a row of its data (inputs are taken from it); tasks left out
+            get a made-up row of the right shape.
 
     Returns:
         The model URI (``models:/<model_id>``), for
@@ -85,6 +105,7 @@ def log_model(
     from mlflow.entities import LoggedModelOutput
 
     from multitask_bert.models.multitask import CONFIG_FILE
+    from multitask_bert.tasks import TaskSpec
 
     model_dir = Path(model_dir)
     if not (model_dir / CONFIG_FILE).is_file():
@@ -93,6 +114,16 @@ def log_model(
         # `default_artifact_location` puts `mlartifacts` next to its argument's parent's
         # `mlflow.db`; handing it the database path gives the database's sibling.
         artifact_location = default_artifact_location(tracking_uri, database)
+
+    described = json.loads((model_dir / CONFIG_FILE).read_text())
+    tasks = [TaskSpec.model_validate(t) for t in described["tasks"]]
+    rows = [example_row(task, (examples or {}).get(task.name)) for task in tasks]
+    examples_root = Path(tempfile.mkdtemp(prefix="mtb-examples-"))
+    examples_dir = examples_root / "examples"  # MLflow names the artifact after the folder
+    examples_dir.mkdir()
+    for row in rows:
+        (examples_dir / f"{row['task']}.json").write_text(
+            json.dumps({"dataframe_records": [row]}, indent=2) + "\n")
 
     own_run = None
     if run_id is None:
@@ -117,14 +148,20 @@ def log_model(
             info = mlflow.pyfunc.log_model(
                 name=artifact_path,
                 python_model=MultitaskPyfunc(),
-                artifacts={"model": str(model_dir.resolve())},
+                artifacts={"model": str(model_dir.resolve()), "examples": str(examples_dir)},
                 code_paths=[str(_PACKAGE_DIR)],
                 pip_requirements=pinned_requirements(),
                 model_id=logged.model_id,
+                signature=model_signature(tasks),
+                input_example=rows,
+                # the load-time options and their defaults: MLflow ignores options at
+                # `load_model(..., model_config=...)` that the model was not logged with
+                model_config=dict(LOAD_OPTIONS),
             )
             client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         status = "FINISHED"
     finally:
+        shutil.rmtree(examples_root, ignore_errors=True)
         if own_run is not None:
             own_run.close(status)
     logger.info("logged model %s (run %s) at %s", info.model_uri, run_id,

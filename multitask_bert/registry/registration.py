@@ -11,9 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from multitask_bert.registry.aliases import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME
 from multitask_bert.registry.lookup import champion_model_version
-from multitask_bert.registry.promotion import decide_promotion
+from multitask_bert.registry.promotion import (
+    DEFAULT_MAX_HEAD_REGRESSION,
+    Rescored,
+    decide_promotion,
+)
 from multitask_bert.registry.store import mlflow_store, registry_client
-from multitask_bert.registry.version_tags import FINGERPRINT_TAG_PREFIX
+from multitask_bert.registry.version_tags import FINGERPRINT_TAG_PREFIX, HEAD_SCORE_TAG_PREFIX
 from multitask_bert.tracking import redact_uri
 from multitask_bert.tracking.mlflow_logger import _hide_credentials
 
@@ -46,6 +50,10 @@ class RegistrationResult:
     score_metric: str = ""
     model_uri: str = field(default="")
     """``models:/<name>/<version>`` of the new version."""
+    regressed_heads: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Heads that fell more than the margin below the champion (why it was not promoted)."""
+    head_scores: dict[str, float] = field(default_factory=dict)
+    """The new version's major validation metric of every head."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN scores become None)."""
@@ -68,15 +76,22 @@ def register(
     config_hash: str,
     git_commit: str | None,
     extra_tags: Mapping[str, str] | None = None,
-    rescore_champion: Callable[[str], float] | None = None,
+    rescore_champion: Callable[[str], Rescored] | None = None,
     higher_is_better: bool = True,
     await_registration_for: int = 300,
+    head_scores: Mapping[str, float] | None = None,
+    lower_is_better_heads: tuple[str, ...] = (),
+    max_head_regression: float = DEFAULT_MAX_HEAD_REGRESSION,
+    description: str | None = None,
 ) -> RegistrationResult:
     """Registers a logged model as a new version, sets ``challenger``, maybe ``champion``.
 
     Promotion (:func:`~multitask_bert.registry.promotion.decide_promotion`): ``champion``
     moves to the new version when there is no champion, or when the new score is at least
-    the champion's on the same validation data. When the champion's ``data_fingerprint.*``
+    the champion's on the same validation data and (given ``head_scores``) no head's major
+    metric is more than ``max_head_regression`` below the champion's. The per-head scores go
+    into ``head_score.<task>/<head>`` tags; a refusal into ``not_promoted_reason`` and
+    ``regressed_heads``. When the champion's ``data_fingerprint.*``
     tags (and score metric) equal the new ones, the stored scores are compared; otherwise
     ``rescore_champion(models:/<name>/<champion version>)`` gives the champion's score on
     the new data. Without it, the scores are not comparable and the new version is promoted
@@ -103,6 +118,10 @@ def register(
             dst_path=...)`` works inside it.
         higher_is_better: False for losses and errors.
         await_registration_for: seconds to wait for the version to be READY.
+        head_scores: ``{"task/head": major validation metric}`` of the new version.
+        lower_is_better_heads: heads of ``head_scores`` whose major metric is an error.
+        max_head_regression: how far a head may fall below the champion's (0.01: a point).
+        description: the version's description (tasks, heads, labels, scores).
 
     Raises:
         ValueError: for a score that is not a finite number.
@@ -122,6 +141,9 @@ def register(
             "score_metric": score_metric,
             "config_hash": config_hash,
             **{FINGERPRINT_TAG_PREFIX + task: value for task, value in fingerprints.items()},
+            **{HEAD_SCORE_TAG_PREFIX + head: repr(float(value))
+               for head, value in (head_scores or {}).items()},
+            **({"max_head_regression": repr(float(max_head_regression))} if head_scores else {}),
             **({"git_commit": git_commit} if git_commit else {}),
             **{str(key): str(value) for key, value in (extra_tags or {}).items()},
         }
@@ -130,6 +152,7 @@ def register(
             source=model_uri,
             run_id=_source_run_id(client, model_uri),
             tags=tags,
+            description=description,
             await_creation_for=await_registration_for,
             model_id=_model_id(model_uri),
         )
@@ -139,13 +162,21 @@ def register(
             # 2. The decision (may run the champion on the new data).
             decision = decide_promotion(
                 model_name, score, score_metric, fingerprints, champion,
-                rescore_champion, higher_is_better,
+                rescore_champion, higher_is_better, head_scores=head_scores,
+                max_head_regression=max_head_regression,
+                lower_is_better_heads=lower_is_better_heads,
             )
             promoted = "true" if decision.promote else "false"
             client.set_model_version_tag(model_name, number, "promoted", promoted)
             if not decision.promote:
                 client.set_model_version_tag(model_name, number, "not_promoted_reason",
-                                             decision.reason)
+                                             decision.reason[:4000])
+                if decision.regressed_heads:
+                    client.set_model_version_tag(
+                        model_name, number, "regressed_heads",
+                        "; ".join(f"{head} {r['delta']:+.4f} ({r['score']:.4f} vs champion "
+                                  f"{r['champion']:.4f})"
+                                  for head, r in decision.regressed_heads.items())[:4000])
             # 3. The aliases, last.
             client.set_registered_model_alias(model_name, CHALLENGER, number)
             if decision.promote:
@@ -172,6 +203,8 @@ def register(
         score=score,
         score_metric=score_metric,
         model_uri=f"models:/{model_name}/{number}",
+        regressed_heads=decision.regressed_heads,
+        head_scores={str(k): float(v) for k, v in (head_scores or {}).items()},
     )
     logger.info("registered %s v%s at %s: %s", model_name, number, redact_uri(tracking_uri),
                 result.reason)

@@ -11,10 +11,13 @@ from typing import Any
 
 #: Version-tag prefix of the per-task validation-data fingerprints.
 FINGERPRINT_TAG_PREFIX = "data_fingerprint."
+#: Version-tag prefix of every head's major validation metric (``head_score.<task>/<head>``).
+HEAD_SCORE_TAG_PREFIX = "head_score."
 
 
 def champion_info(version: Any) -> dict[str, Any]:
-    """Score, metric, data fingerprints, config hash and tags of a ModelVersion."""
+    """Score, metric, data fingerprints, per-head scores, config hash and tags of a
+    ModelVersion."""
     tags = dict(version.tags or {})
     try:
         score: float | None = float(tags["score"])
@@ -28,7 +31,19 @@ def champion_info(version: Any) -> dict[str, Any]:
             for key, value in tags.items()
             if key.startswith(FINGERPRINT_TAG_PREFIX)
         },
+        "head_scores": _head_scores(tags),
         "config_hash": tags.get("config_hash"),
         "git_commit": tags.get("git_commit"),
         "tags": tags,
     }
+
+
+def _head_scores(tags: dict[str, str]) -> dict[str, float]:
+    scores = {}
+    for key, value in tags.items():
+        if key.startswith(HEAD_SCORE_TAG_PREFIX):
+            try:
+                scores[key[len(HEAD_SCORE_TAG_PREFIX):]] = float(value)
+            except ValueError:
+                continue
+    return scores

@@ -83,13 +83,32 @@ class TaskType:
         ``split_state`` is :meth:`prepare_split`'s; ``start`` the chunk's first example."""
         raise NotImplementedError
 
+    def check_prediction_row(self, task: TaskSpec, row: dict[str, Any], number: int) -> None:
+        """Raise :class:`~multitask_bert.errors.RowError` (row ``number``, the field, what
+        was expected) when a row given for prediction lacks this type's inputs."""
+        raise NotImplementedError
+
+    def example_row(self, task: TaskSpec) -> dict[str, Any]:
+        """A made-up input row of the right shape (when no data row is at hand)."""
+        raise NotImplementedError
+
+    def describe_inputs(self, task: TaskSpec) -> str:
+        """The input fields a prediction row needs, for docs."""
+        raise NotImplementedError
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,
     ) -> tuple[Any, list[RowWords] | None]:
         """Tokenise rows given for prediction (padded tensors), and the words of each row
-        (token tasks). ``first_row`` numbers the rows in messages."""
+        (token tasks: the words, and their character offsets when the row was text).
+        ``first_row`` numbers the rows in messages; a malformed row raises ``RowError``."""
         raise NotImplementedError
+
+
+def present_fields(row: dict[str, Any]) -> str:
+    """The fields a row has, for messages."""
+    return ", ".join(sorted(row)) or "none"
 
 
 def input_columns(encodings: list[Any], pairs: bool) -> tuple[dict[str, Any], np.ndarray]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from multitask_bert.errors import DataError, short_repr
-from multitask_bert.task_types.base import FieldFail, TaskType, input_columns
+from multitask_bert.errors import RowError, short_repr
+from multitask_bert.task_types.base import FieldFail, TaskType, input_columns, present_fields
 from multitask_bert.task_types.registry import register_task_type
 
 if TYPE_CHECKING:
@@ -59,22 +59,39 @@ class SequenceTask(TaskType):
         )
         return columns, None
 
+    def check_prediction_row(self, task: TaskSpec, row: dict[str, Any], number: int) -> None:
+        fields = self.input_fields(task, row)
+        shape = " + ".join(f"{f!r} (a string)" for f in fields)
+        for field in fields:
+            value = row.get(field)
+            if value is None:
+                raise RowError(number, field, f"missing (the row has fields: "
+                               f"{present_fields(row)})", f"Task {task.name!r} takes {shape}")
+            if not isinstance(value, str):
+                raise RowError(number, field, f"expected a string, got {type(value).__name__} "
+                               f"{short_repr(value)}", f"Task {task.name!r} takes {shape}")
+            if not value.strip():
+                raise RowError(number, field, "empty text", "Give it text")
+
+    def example_row(self, task: TaskSpec) -> dict[str, Any]:
+        fields = list(task.text_fields or ["text"])
+        texts = (["A man is playing a guitar.", "Someone plays an instrument."]
+                 if len(fields) == 2 else ["The service was quick and friendly."])
+        return dict(zip(fields, texts, strict=True))
+
+    def describe_inputs(self, task: TaskSpec) -> str:
+        if task.text_fields:
+            return " + ".join(task.text_fields)
+        return "text, or text_a + text_b"
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,
     ) -> tuple[Any, list[RowWords] | None]:
+        for i, row in enumerate(rows):
+            self.check_prediction_row(task, row, first_row + i + 1)
         fields = self.input_fields(task, rows[0])
-        texts = [[_text(row, field, first_row + i) for field in fields]
-                 for i, row in enumerate(rows)]
-        columns = list(zip(*texts, strict=True))
+        columns = [[row[field] for row in rows] for field in fields]
         encoding = tokenizer(*columns, truncation=True, max_length=max_length, padding=True,
                              return_tensors="pt")
         return encoding, None
-
-
-def _text(row: dict, field: str, index: int) -> str:
-    value = row.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"row {index + 1}: field {field!r} must be a non-empty string, "
-                        f"got {value!r}")
-    return value

@@ -14,6 +14,7 @@ Two task options change how a sentence is encoded (both off by default):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,8 @@ import torch
 
 from multitask_bert.data.alignment import ChunkAlignment, RowWords, first_subword_positions
 from multitask_bert.data.word_shape import NO_SHAPE, word_shape
-from multitask_bert.errors import DataError, short_repr
-from multitask_bert.task_types.base import FieldFail, TaskType, input_columns
+from multitask_bert.errors import DataError, RowError, short_repr
+from multitask_bert.task_types.base import FieldFail, TaskType, input_columns, present_fields
 from multitask_bert.task_types.registry import register_task_type
 
 if TYPE_CHECKING:
@@ -169,13 +170,28 @@ class TokenTask(TaskType):
                 pa.array(offsets, pa.int32()), pa.array(column))
         return columns, alignment
 
+    def check_prediction_row(self, task: TaskSpec, row: dict[str, Any], number: int) -> None:
+        _row_words(task, row, number)
+
+    def example_row(self, task: TaskSpec) -> dict[str, Any]:
+        field = task.text_fields[0] if task.text_fields else "tokens"
+        return {field: ["Maria", "Lopez", "flew", "to", "Lima", "."]}
+
+    def describe_inputs(self, task: TaskSpec) -> str:
+        field = task.text_fields[0] if task.text_fields else "tokens"
+        context = (f"; optional {LEFT_CONTEXT} / {RIGHT_CONTEXT} (the words around it in its "
+                   "document)" if task.document_context else "")
+        return f"{field} (a list of words), or text{context}"
+
     def encode_rows(
         self, tokenizer: Any, task: TaskSpec, rows: list[dict[str, Any]], max_length: int,
         first_row: int = 0,
     ) -> tuple[Any, list[RowWords] | None]:
-        word_lists = [_row_words(row, first_row + i) for i, row in enumerate(rows)]
+        given = [_row_words(task, row, first_row + i + 1) for i, row in enumerate(rows)]
+        word_lists = [row_words for row_words, _ in given]
         if task.document_context:
-            encoding, firsts = _rows_with_context(tokenizer, rows, word_lists, max_length)
+            encoding, firsts = _rows_with_context(tokenizer, rows, word_lists, max_length,
+                                                  first_row)
         else:
             encoding = tokenizer(word_lists, is_split_into_words=True, truncation=True,
                                  max_length=max_length, padding=True, return_tensors="pt")
@@ -186,8 +202,8 @@ class TokenTask(TaskType):
                 for position, word in row_firsts:
                     shapes[row, position] = word_shape(row_words[word])
             encoding["word_shapes"] = shapes
-        words = [RowWords(row_firsts, len(row_words))
-                 for row_firsts, row_words in zip(firsts, word_lists, strict=True)]
+        words = [RowWords(row_firsts, len(row_words), words=row_words, char_spans=char_spans)
+                 for row_firsts, (row_words, char_spans) in zip(firsts, given, strict=True)]
         return encoding, words
 
 
@@ -259,17 +275,17 @@ def _with_context(state: TokenSplit, start: int, word_lists: list[list[str]], ma
 
 
 def _rows_with_context(tokenizer: Any, rows: list[dict[str, Any]], word_lists: list[list[str]],
-                       max_length: int) -> tuple[Any, list[list[tuple[int, int]]]]:
+                       max_length: int, first_row: int = 0
+                       ) -> tuple[Any, list[list[tuple[int, int]]]]:
     """Prediction rows with their optional ``left_context`` / ``right_context`` words."""
     cls_id, sep_id = _special_ids(tokenizer)
     budget = max_length - 2
     sequences, firsts = [], []
-    for row, words in zip(rows, word_lists, strict=True):
+    for number, (row, words) in enumerate(zip(rows, word_lists, strict=True), first_row + 1):
         sentence = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
         sides = []
         for key in (LEFT_CONTEXT, RIGHT_CONTEXT):
-            context = row.get(key) or []
-            context = context.split() if isinstance(context, str) else [str(w) for w in context]
+            context = _context_words(row, key, number)
             sides.append(tokenizer(context, is_split_into_words=True,
                                    add_special_tokens=False)["input_ids"] if context else [])
         left, right = sides
@@ -291,12 +307,52 @@ def _rows_with_context(tokenizer: Any, rows: list[dict[str, Any]], word_lists: l
     return encoding, firsts
 
 
-def _row_words(row: dict, index: int) -> list[str]:
-    if isinstance(row.get("tokens"), list) and row["tokens"]:
-        return [str(t) for t in row["tokens"]]
-    if isinstance(row.get("text"), str) and row["text"].strip():
-        return row["text"].split()
-    raise DataError(f"row {index + 1}: a token task needs 'tokens' (a list of words) or 'text'")
+def _context_words(row: dict[str, Any], key: str, number: int) -> list[str]:
+    """A prediction row's optional context words: a list of strings, or a string."""
+    value = row.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list) and all(isinstance(w, str) for w in value):
+        return list(value)
+    raise RowError(number, key, f"expected the neighbouring words (a list of strings, or a "
+                   f"string), got {type(value).__name__} {short_repr(value)}",
+                   "Give the words of the sentences around this one in its document")
+
+
+_WORD = re.compile(r"\S+")
+
+
+def _row_words(task: TaskSpec, row: dict[str, Any], number: int
+               ) -> tuple[list[str], list[tuple[int, int]] | None]:
+    """The words of a prediction row and, when it was text, their character offsets."""
+    field = task.text_fields[0] if task.text_fields else "tokens"
+    shape = (f"Task {task.name!r} takes {field!r} (a list of words, e.g. [\"Maria\", "
+             "\"flew\"]) or 'text' (a string, split on whitespace)")
+    value = row.get(field)
+    if value is not None:
+        if not isinstance(value, list):
+            raise RowError(number, field, f"expected a list of words (strings), got "
+                           f"{type(value).__name__} {short_repr(value)}", shape)
+        if not value:
+            raise RowError(number, field, "empty word list", shape)
+        for i, word in enumerate(value):
+            if not isinstance(word, str) or not word:
+                raise RowError(number, field, f"word {i} is {type(word).__name__} "
+                               f"{short_repr(word)}, not a non-empty string", shape)
+        return list(value), None
+    text = row.get("text")
+    if text is None:
+        raise RowError(number, field, f"missing (the row has fields: {present_fields(row)})",
+                       shape)
+    if not isinstance(text, str):
+        raise RowError(number, "text", f"expected a string, got {type(text).__name__} "
+                       f"{short_repr(text)}", shape)
+    matches = list(_WORD.finditer(text))
+    if not matches:
+        raise RowError(number, "text", "empty text", "Give it text")
+    return [m.group() for m in matches], [m.span() for m in matches]
 
 
 def _count_missing_words(word_ids: list[int | None], overflowing: list[Any],

@@ -39,6 +39,11 @@ _R = TypeVar("_R")
 _BAD_KEY_CHARACTERS = re.compile(r"[^\w.\- :/]")
 
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""Tags of the experiments the project creates. ``mlflow.experimentKind`` makes the MLflow 3
+UI open an experiment on its training runs, not on the (empty) GenAI trace overview."""
+
+
 def _hide_credentials(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Re-raises errors whose message quotes a URI with credentials, the credentials hidden.
 
@@ -161,7 +166,8 @@ class MLflowLogger:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self.client.create_experiment(name, artifact_location=artifact_location)
+                return self.client.create_experiment(name, artifact_location=artifact_location,
+                                                     tags=dict(EXPERIMENT_TAGS))
             except MlflowException as error:
                 if error.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -171,6 +177,12 @@ class MLflowLogger:
         if experiment.lifecycle_stage == "deleted":
             logger.info("restoring deleted MLflow experiment %r", name)
             self.client.restore_experiment(experiment.experiment_id)
+        for key, value in EXPERIMENT_TAGS.items():  # experiments made before the tag
+            if key not in (experiment.tags or {}):
+                try:
+                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
+                except MlflowException as error:  # e.g. no permission: the UI still works
+                    logger.debug("could not tag experiment %r: %s", name, error)
         return experiment.experiment_id
 
     @property

@@ -183,7 +183,7 @@ class Trainer:
             self.config.logging.backend,
             output_dir=self.output_dir,
             experiment_name=self.config.logging.experiment_name or self.config.name,
-            run_name=self.config.name,
+            run_name=self.output_dir.name,  # the run folder: the flow run's name, as in TB
             tracking_uri=self.config.logging.tracking_uri,
             resume_run_id=resume_run_id,
         )
@@ -237,6 +237,7 @@ class Trainer:
         progress = tqdm(total=self.total_steps, initial=self.global_step, unit="step",
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
         started, act = time.perf_counter(), control.at_start(self.global_step, self.epoch)
+        self._eta_origin = (started, self.global_step)  # for the ETA of the log lines
         self.model.train()
         while not act.stop:
             plan = self.epoch_plan(self.epoch)
@@ -453,6 +454,15 @@ class Trainer:
                  self.config.name, ", ".join(self.train_datasets), self.total_steps,
                  self.steps_per_epoch, self.device)
 
+    def _eta(self) -> str:
+        """Time left at this run's rate so far (``12m05s``); ``?`` before the first step."""
+        started, first_step = getattr(self, "_eta_origin", (time.perf_counter(), 0))
+        done, elapsed = self.global_step - first_step, time.perf_counter() - started
+        if done <= 0 or elapsed <= 0:
+            return "?"
+        seconds = int((self.total_steps - self.global_step) * elapsed / done)
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+
     def _log_train(self, meter: ThroughputMeter, progress: tqdm) -> None:
         stats = meter.flush()
         for task in self.train_datasets:
@@ -465,10 +475,11 @@ class Trainer:
         stats["train/epoch"] = self.epoch
         self.logger.log_metrics(stats, step=self.global_step)
         if not self.args.progress_bar:  # plain lines for logs that are not a terminal
-            log.info("step %d/%d epoch %d loss %.4f %.0f samples/s %.0f tokens/s MFU %.1f%%",
-                     self.global_step, self.total_steps, self.epoch, stats["train/loss"],
-                     stats["train/samples_per_s"], stats["train/tokens_per_s"],
-                     100 * stats.get("train/mfu", 0.0))
+            log.info("step %d/%d epoch %d loss %.4f %.0f samples/s %.0f tokens/s MFU %.1f%% "
+                     "ETA %s", self.global_step, self.total_steps, self.epoch,
+                     stats["train/loss"], stats["train/samples_per_s"],
+                     stats["train/tokens_per_s"], 100 * stats.get("train/mfu", 0.0),
+                     self._eta())
         progress.set_postfix(loss=f"{stats['train/loss']:.4f}",
                              samples_s=f"{stats['train/samples_per_s']:.0f}",
                              tok_s=f"{stats['train/tokens_per_s']:.0f}", refresh=False)

@@ -139,3 +139,39 @@ def test_sequence_tasks_refuse_token_options():
                                                "train": "x.jsonl", "word_shape": True,
                                                "heads": [{"name": "c",
                                                           "type": "classification"}]}]})
+
+
+def test_a_context_model_predicts_with_and_without_neighbouring_words(tmp_path):
+    """A model trained with document context: predict takes the words around a sentence
+    (list or string), tags only the sentence's own words, and names a malformed context."""
+    from multitask_bert.config import ExperimentConfig
+    from multitask_bert.errors import DataError as Refused
+    from multitask_bert.inference import Predictor
+    from multitask_bert.pipeline import train_experiment
+    from multitask_bert.registry.signature import model_signature
+    from tests.conftest import TINY_ENCODER
+
+    conll_task(tmp_path)  # writes docs.conll
+    config = ExperimentConfig.from_dict({
+        "name": "ctx", "encoder": TINY_ENCODER, "max_length": 32,
+        "tasks": [{"name": "docs", "type": "token", "document_context": True,
+                   "heads": [{"name": "ner", "type": "tagging", "scheme": "IOB1"}],
+                   "train": {"path": str(tmp_path / "docs.conll"),
+                             "columns": ["tokens", "_", "ner"]}}],
+        "training": {"epochs": 1, "batch_size": 2, "progress_bar": False,
+                     "eval_strategy": "no"},
+        "logging": {"backend": "none"},
+        "output_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})
+    result = train_experiment(config)
+    predictor = Predictor(tmp_path / "run" / "best")
+    rows = [{"task": "docs", "tokens": ["She", "came", "back", "."]},
+            {"task": "docs", "tokens": ["She", "came", "back", "."],
+             "left_context": ["Alice", "left", "."], "right_context": "Bob stayed home ."}]
+    alone, around = predictor.output_rows(rows)
+    assert len(alone["predictions"]["ner"]["tags"]) == len(around["predictions"]["ner"]["tags"])
+    assert len(around["predictions"]["ner"]["tags"]) == 4  # the sentence's words only
+    assert result.global_step > 0
+    with pytest.raises(Refused, match="right_context"):
+        predictor.output_rows([{"task": "docs", "tokens": ["x"], "right_context": 3}])
+    names = [c.name for c in model_signature(predictor.model.tasks).inputs.inputs]
+    assert "left_context" in names and "right_context" in names

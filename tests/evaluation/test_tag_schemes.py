@@ -175,3 +175,53 @@ def test_spans_match_seqeval_lenient_chunker_on_random_sequences(scheme):
 )
 def test_is_entity_tag_set(labels, expected):
     assert is_entity_tag_set(labels) is expected
+
+
+# --- repair: invalid sequences written back validly, same entities ---------------------
+from multitask_bert.evaluation.tag_schemes import is_valid, repair, tags_from_spans  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("scheme", "tags", "repaired"),
+    [
+        # IOB2: I- after another type or after O starts an entity, so it becomes B-
+        ("IOB2", ["B-location", "I-person"], ["B-location", "B-person"]),
+        ("IOB2", ["O", "I-PER", "I-PER", "O"], ["O", "B-PER", "I-PER", "O"]),
+        ("IOB2", ["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),
+        # IOB1: B- only between two adjacent entities of one type; elsewhere it is I-
+        ("IOB1", ["O", "B-PER", "I-PER"], ["O", "I-PER", "I-PER"]),
+        ("IOB1", ["I-LOC", "B-LOC", "I-ORG"], ["I-LOC", "B-LOC", "I-ORG"]),
+        ("IOB1", ["B-location", "I-person"], ["I-location", "I-person"]),
+        # BIOES: open entities are closed, lone words are S-, E- without B- starts one
+        ("BIOES", ["B-PER", "I-PER", "O"], ["B-PER", "E-PER", "O"]),
+        ("BIOES", ["O", "E-LOC", "O"], ["O", "S-LOC", "O"]),
+        ("BIOES", ["B-PER", "B-PER"], ["S-PER", "S-PER"]),
+        ("BIOES", ["I-ORG", "I-ORG", "E-ORG", "S-LOC"], ["B-ORG", "I-ORG", "E-ORG", "S-LOC"]),
+        ("BIOES", ["B-location", "I-person"], ["S-location", "S-person"]),
+    ],
+)
+def test_repair_writes_the_scored_entities_validly(scheme, tags, repaired):
+    assert repair(tags, scheme) == repaired
+    assert is_valid(repaired, scheme)
+    assert is_valid(tags, scheme) == (tags == repaired)
+    # the repaired sequence has exactly the entities the scorer reads in the original
+    assert entity_spans(to_iob2(repaired, scheme)) == entity_spans(to_iob2(tags, scheme))
+
+
+@pytest.mark.parametrize("scheme", ["IOB1", "IOB2", "BIOES"])
+def test_repair_keeps_entities_and_is_idempotent_on_random_sequences(scheme):
+    rng = random.Random(scheme)
+    prefixes = "BIES" if scheme == "BIOES" else "BI"
+    labels = ["O"] + [f"{p}-{t}" for p in prefixes for t in ("PER", "LOC")]
+    for _ in range(500):
+        tags = [rng.choice(labels) for _ in range(rng.randint(1, 9))]
+        fixed = repair(tags, scheme)
+        assert entity_spans(to_iob2(fixed, scheme)) == entity_spans(to_iob2(tags, scheme))
+        assert repair(fixed, scheme) == fixed
+
+
+def test_tags_from_spans_writes_each_scheme():
+    spans = [("PER", 0, 2), ("PER", 2, 3), ("LOC", 4, 5)]
+    assert tags_from_spans(spans, 5, "IOB2") == ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]
+    assert tags_from_spans(spans, 5, "IOB1") == ["I-PER", "I-PER", "B-PER", "O", "I-LOC"]
+    assert tags_from_spans(spans, 5, "BIOES") == ["B-PER", "E-PER", "S-PER", "O", "S-LOC"]

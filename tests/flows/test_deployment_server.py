@@ -169,6 +169,7 @@ def tiny_params(root: Path) -> dict:
                   for key, value in TINY_ENCODER["config_overrides"].items()]
     overrides += [
         "training.epochs=1", "training.max_steps=4", "training.progress_bar=false",
+        "logging.log_every_n_steps=2",  # progress lines for scripts/demo_watch.py
         "logging.backend=mlflow", f"logging.tracking_uri=sqlite:///{root}/mlflow.db",
         f"output_dir={root}/runs/tiny", f"cache_dir={root}/cache",
     ]
@@ -260,3 +261,65 @@ def test_local_deployment_runs_on_the_worker(stack: Stack) -> None:
                                           "topics"}
     champion = find_champion(f"sqlite:///{stack.root}/mlflow.db", "multitask-bert")
     assert champion is not None and champion["version"] == "1"
+    # evaluate and register say in the run's logs what they found and decided
+    logs = flow_run_logs(stack, flow_run_id)
+    assert "per-head major metrics" in logs and "news_tagging/ner" in logs
+    assert "registered multitask-bert version 1 (aliases: challenger, champion)" in logs
+    assert "promoted: no champion yet" in logs
+    # what `make demo` shows while it waits: states and the training progress
+    watched = subprocess.run([sys.executable, str(REPO / "scripts" / "demo_watch.py"),
+                              flow_run_id, "--timeout", "60"], cwd=REPO, env=stack.env,
+                             capture_output=True, text=True, timeout=120)
+    assert watched.returncode == 0, watched.stderr[-2000:]
+    assert "train: step 4/4 (100%)" in watched.stdout and "ETA" in watched.stdout
+    assert "Completed" in watched.stdout and "registered multitask-bert version 1" in watched.stdout
+
+
+def flow_run_logs(stack: Stack, flow_run_id: str) -> str:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with stack.client() as client:
+        entries = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    return "\n".join(entry.message for entry in entries)
+
+
+def test_score_deployment_writes_parquet_and_a_rejects_file(stack: Stack) -> None:
+    """score-multitask/local on the champion the training run above registered."""
+    import pandas as pd
+
+    rows = [{"id": "a", "task": "reviews", "text": "Worth every penny."},
+            {"id": "b", "task": "news_tagging", "text": "Maria Lopez flew to Lima ."},
+            {"id": "c", "task": "news_tagging", "tokens": "Maria flew"},  # the bad row
+            {"id": "d", "task": "similarity", "text_a": "A dog runs.", "text_b": "A dog ran."}]
+    source = stack.root / "to-score.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output = stack.root / "scores" / "scored.parquet"
+    params = {"params": {"inputs": [str(source)], "output": str(output)}}
+    created = stack.prefect("deployment", "run", "score-multitask/local",
+                            "--params", json.dumps(params))
+    flow_run_id = next(line.split("UUID:")[1].strip()
+                       for line in created.stdout.splitlines() if "UUID:" in line)
+    state = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        with stack.client() as client:
+            state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.type.value in FINAL_STATES:
+            break
+        time.sleep(2)
+    assert state is not None and state.is_completed(), (
+        f"score run ended {state.name if state else None}\n{stack.log_tails(120)}")
+
+    scores = pd.read_parquet(output)
+    assert list(scores["id"]) == ["a", "b", "d"]
+    assert set(scores["model_version"]) == {"1"}
+    assert set(scores["model_uri"]) == {"models:/multitask-bert/1"}
+    ner = json.loads(scores.loc[scores["id"] == "b", "news_tagging/ner"].item())
+    assert len(ner["tags"]) == 6 and "spans" in ner
+    rejects = [json.loads(line) for line in
+               (output.parent / "scored.rejects.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["input"]["id"]) for r in rejects] == [(3, "c")]
+    assert rejects[0]["reason"].startswith("row 3, field 'tokens': expected a list of words")
+    logs = flow_run_logs(stack, flow_run_id)
+    assert "scored 4/4 rows" in logs and '"rejected": 1' in logs

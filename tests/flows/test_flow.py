@@ -3,6 +3,7 @@ sample tasks the project ships."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -76,10 +77,22 @@ def test_flow_end_to_end(prefect_harness, workspace):
     assert Path(result["run_dir"], "best", "model.safetensors").is_file()
     assert list(Path(result["run_dir"], "plots").glob("*.png"))
 
-    # artifacts: the per-head table and the markdown summary
+    # artifacts: the per-head table (wide: one row per head) and the markdown summary
+    from mlflow import MlflowClient
+
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-    assert {"per-head-metrics", "run-summary"} <= keys
+        artifacts = {a.key: a for a in client.read_artifacts()}
+    assert {"per-head-metrics", "run-summary"} <= set(artifacts)
+    table = artifacts["per-head-metrics"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert len(table) == 7 and {"task", "head", "major", "accuracy validation"} <= set(table[0])
+    # MLflow: the run is named after the run folder (the flow run), as TensorBoard's is, and
+    # the experiment opens on its training runs
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("flowtest")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
+    assert Path(result["run_dir"]).name in names
 
     # 2. same data and config as the champion: training is skipped and says why
     _, result2 = run_flow(workspace)
@@ -108,7 +121,9 @@ def test_flow_end_to_end(prefect_harness, workspace):
         {"task": "topics", "text": "the team won the final"},
         {"task": "news_tagging", "tokens": ["Maria", "Lopez", "visited", "Paris", "."]},
     ])
-    predictions = model.predict(rows)
+    outputs = model.predict(rows)
+    assert [o["task"] for o in outputs] == list(rows["task"])
+    predictions = [o["predictions"] for o in outputs]
     assert set(predictions[0]) == {"sentiment"}
     assert set(predictions[1]) == {"coarse", "fine"}
     assert set(predictions[4]) == {"ner", "pos"}
@@ -136,3 +151,22 @@ def test_changed_data_file_misses_the_tokenize_cache(prefect_harness, workspace)
     changed = tokenize_all(config)
     assert changed["reviews"] == "Completed"
     assert all(changed[t] == "Cached" for t in SAMPLE_TASKS if t != "reviews"), changed
+
+
+def test_score_flow_fails_at_once_on_a_missing_input(prefect_harness, tmp_path):
+    """A user error (a missing file) fails the score task without its retry."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.score_multitask import ScoreParameters, score_multitask
+
+    params = ScoreParameters(inputs=[str(tmp_path / "missing.jsonl")],
+                             output=str(tmp_path / "scores.parquet"), model_uri=str(tmp_path))
+    state = score_multitask(params, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="input file not found"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert run.run_count == 1  # not retried

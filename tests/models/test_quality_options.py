@@ -70,8 +70,8 @@ def test_shape_features_change_a_capitalised_words_logits_and_survive_save_load(
     predictor = served.unwrap_python_model()._predictor
     assert isinstance(predictor, Predictor)
     assert torch.equal(shaped_logits(predictor.model, predictor.tokenizer, "Paris"), title)
-    assert served.predict([{"task": "tok", "tokens": ["Paris"]}])[0]["ner"]["tags"] in (
-        ["O"], ["B-LOC"])
+    prediction = served.predict([{"task": "tok", "tokens": ["Paris"]}])[0]["predictions"]
+    assert prediction["ner"]["tags"] in (["O"], ["B-LOC"])
 
 
 def test_uncertainty_log_variances_get_gradients_and_start_at_static(tiny_config):

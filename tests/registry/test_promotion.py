@@ -131,3 +131,78 @@ def test_a_failing_rescorer_propagates():
 
     with pytest.raises(RuntimeError, match="evaluation crashed"):
         _decide(0.9, _champion(0.8, data={"tagging": "new"}), rescore=rescore)
+
+
+# -- the per-head gate ---------------------------------------------------------------------
+HEADS = {"sst2/sentiment": 0.90, "conll/ner": 0.85}
+
+
+def _with_heads(score: float, heads: dict[str, float], **kwargs) -> SimpleNamespace:
+    champion = _champion(score, **kwargs)
+    champion.tags.update({f"head_score.{h}": repr(v) for h, v in heads.items()})
+    return champion
+
+
+def _gate(score: float, heads: dict[str, float], champion, margin: float = 0.01, rescore=None,
+          lower: tuple[str, ...] = ()) -> PromotionDecision:
+    return decide_promotion("model", score, "mean", DATA, champion, rescore, True,
+                            head_scores=heads, max_head_regression=margin,
+                            lower_is_better_heads=lower)
+
+
+def test_a_better_mean_that_loses_a_head_by_more_than_the_margin_is_not_promoted():
+    # +2 points on SST-2, -3 on NER: the mean rises, NER falls 3 points > 1
+    new = {"sst2/sentiment": 0.92, "conll/ner": 0.82}
+    decision = _gate(0.87, new, _with_heads(0.875 - 0.0, HEADS), rescore=_never_called)
+    assert not decision.promote
+    assert decision.regressed_heads == {
+        "conll/ner": {"score": 0.82, "champion": 0.85, "delta": pytest.approx(-0.03)}}
+    assert decision.reason == (
+        "not promoted: score 0.87 < champion v3 0.875 (mean, same data); and 1 head fell "
+        "more than 0.01 below champion v3: conll/ner 0.8200 vs 0.8500 (-0.0300)")
+
+    better_mean = _gate(0.88, new, _with_heads(0.875, HEADS), rescore=_never_called)
+    assert not better_mean.promote and set(better_mean.regressed_heads) == {"conll/ner"}
+    assert better_mean.reason.startswith(
+        "not promoted: score 0.88 >= champion v3 0.875 (mean, same data), but 1 head fell "
+        "more than 0.01 below champion v3: conll/ner 0.8200 vs 0.8500 (-0.0300)")
+
+
+def test_a_head_within_the_margin_does_not_block_promotion():
+    new = {"sst2/sentiment": 0.93, "conll/ner": 0.8401}  # NER -0.0099: within 1 point
+    decision = _gate(0.88, new, _with_heads(0.875, HEADS))
+    assert decision.promote and decision.regressed_heads == {}
+    assert decision.reason == ("promoted: score 0.88 >= champion v3 0.875 (mean, same data); "
+                               "no head fell more than 0.01 below champion v3")
+    assert not _gate(0.88, new, _with_heads(0.875, HEADS), margin=0.005).promote
+
+
+def test_lower_is_better_heads_regress_upwards():
+    champion = _with_heads(0.5, {"sts/score": 0.30})
+    assert not _gate(0.6, {"sts/score": 0.35}, champion, lower=("sts/score",)).promote
+    assert _gate(0.6, {"sts/score": 0.25}, champion, lower=("sts/score",)).promote
+
+
+def test_a_champion_without_per_head_scores_is_rescored_for_them():
+    calls = []
+
+    def rescore(uri: str):
+        calls.append(uri)
+        return 0.875, HEADS
+
+    decision = _gate(0.88, {"sst2/sentiment": 0.95, "conll/ner": 0.80}, _champion(0.875),
+                     rescore=rescore)
+    assert calls == ["models:/model/3"] and not decision.promote
+    assert "(mean, same data, champion rescored for its per-head scores)" in decision.reason
+    without_rescorer = _gate(0.88, {"conll/ner": 0.5}, _champion(0.875))
+    assert without_rescorer.promote
+    assert without_rescorer.reason.endswith(
+        "per-head gate not applied: champion v3 has no per-head scores")
+
+
+def test_changed_data_rescores_heads_too():
+    new = {"sst2/sentiment": 0.95, "conll/ner": 0.80}
+    other = _with_heads(0.9, HEADS, data={"sst2": "old"})
+    decision = _gate(0.88, new, other, rescore=lambda uri: (0.86, {"conll/ner": 0.82}))
+    assert not decision.promote and decision.champion_score == 0.86
+    assert decision.regressed_heads["conll/ner"]["champion"] == 0.82

@@ -210,9 +210,11 @@ def test_champion_predicts_every_head_of_a_mixed_frame_like_the_predictor(store,
     predictor = Predictor(store.model_dir)
     expected = {task: iter(predictor.predict(task, [r for r in MIXED_ROWS if r["task"] == task]))
                 for task in ("review", "tagging")}
-    assert predictions == [next(expected[row["task"]]) for row in MIXED_ROWS]
-    assert set(predictions[0]) == {"label", "stars"} and set(predictions[1]) == {"ner", "pos"}
-    assert len(predictions[1]["ner"]["tags"]) == 5
+    assert predictions == [{"task": row["task"], "predictions": next(expected[row["task"]])}
+                           for row in MIXED_ROWS]
+    heads = [set(p["predictions"]) for p in predictions]
+    assert heads[0] == {"label", "stars"} and heads[1] == {"ner", "pos"}
+    assert len(predictions[1]["predictions"]["ner"]["tags"]) == 5
     assert model.predict(MIXED_ROWS) == predictions  # a list of dicts works too
 
     loaded = load_champion(store.uri, "serve", tmp_path / "b")
@@ -282,6 +284,73 @@ def test_packaged_model_loads_where_multitask_bert_is_not_installed(store, tmp_p
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(model_path / "code"))
     predictor = Predictor(store.model_dir)
-    expected = predictor.predict("review", MIXED_ROWS[:1]) + predictor.predict(
-        "tagging", MIXED_ROWS[1:2])
+    expected = predictor.output_rows(MIXED_ROWS[:2])
     assert _rounded(out["predictions"]) == _rounded(expected)
+
+
+def test_a_challenger_that_regresses_one_head_beyond_the_margin_stays_out_of_champion(store):
+    heads = {"tagging/ner": 0.80, "review/label": 0.70}
+    first = _register(store, "gate", 0.75, head_scores=heads)
+    assert first.promoted
+    assert store.client.get_model_version("gate", "1").tags["head_score.tagging/ner"] == "0.8"
+
+    # +6 points on review/label, -3 on tagging/ner: a better mean, but NER falls > 1 point
+    worse_ner = _register(store, "gate", 0.765,
+                          head_scores={"tagging/ner": 0.77, "review/label": 0.76})
+    assert not worse_ner.promoted and worse_ner.aliases == ["challenger"]
+    assert set(worse_ner.regressed_heads) == {"tagging/ner"}
+    tags = store.client.get_model_version("gate", "2").tags
+    assert tags["promoted"] == "false"
+    assert "tagging/ner 0.7700 vs 0.8000 (-0.0300)" in tags["not_promoted_reason"]
+    assert tags["regressed_heads"] == "tagging/ner -0.0300 (0.7700 vs champion 0.8000)"
+    assert tags["max_head_regression"] == "0.01"
+    assert _aliases(store, "gate") == {"champion": "1", "challenger": "2"}
+
+    # a wider margin lets the same trade through
+    wider = _register(store, "gate", 0.765, max_head_regression=0.05,
+                      head_scores={"tagging/ner": 0.77, "review/label": 0.76})
+    assert wider.promoted and _aliases(store, "gate") == {"champion": "3", "challenger": "3"}
+
+
+def test_the_version_has_a_description_signature_and_input_examples(store, tmp_path):
+    from mlflow.models import Model
+
+    from multitask_bert.registry.signature import version_description
+
+    description = version_description(TASKS, VOCAB, {"tagging/ner": {"metric": "f1",
+                                                                     "value": 0.81234}})
+    _register(store, "described", 0.5, description=description)
+    version = store.client.get_model_version("described", "1")
+    assert "| tagging | tokens (a list of words), or text | ner | tagging (IOB2) | O, B-PER, "\
+           "I-PER, B-LOC | f1 0.8123 |" in version.description
+    with mlflow_store(store.uri):
+        local = Path(mlflow.artifacts.download_artifacts(
+            "models:/described/1", dst_path=str(tmp_path)))
+    meta = Model.load(str(local / "MLmodel"))
+    inputs = meta.signature.inputs.input_names()
+    assert inputs == ["task", "text", "text_a", "text_b", "tokens"]
+    outputs = meta.signature.outputs.to_dict()
+    predictions = next(o for o in outputs if o["name"] == "predictions")
+    assert {p for p in predictions["properties"]} == {"ner", "pos", "label", "stars"}
+    assert predictions["properties"]["ner"]["properties"]["spans"]["type"] == "array"
+    assert meta.signature.params.to_dict()[0]["name"] == "on_error"
+    example = json.loads((local / "serving_input_example.json").read_text())
+    assert {row["task"] for row in example["inputs"]} == {"tagging", "review"}
+    per_task = json.loads((local / "artifacts" / "examples" / "tagging.json").read_text())
+    assert per_task == {"dataframe_records": [
+        {"task": "tagging", "tokens": ["Maria", "Lopez", "flew", "to", "Lima", "."]}]}
+
+
+def test_load_time_options_reach_the_model_onnx_runtime_included(store, tmp_path, monkeypatch):
+    _register(store, "options", 0.5)
+    torch_model = load_champion(store.uri, "options", tmp_path / "torch")
+    onnx_model = load_champion(store.uri, "options", tmp_path / "onnx",
+                               model_config={"runtime": "onnx", "batch_size": 2})
+    predictor = onnx_model.unwrap_python_model()._predictor
+    assert (predictor.runtime, predictor.batch_size) == ("onnx", 2)
+    assert list((tmp_path / "onnx").rglob("model.onnx"))  # exported on first load
+    assert _rounded(onnx_model.predict(MIXED_ROWS)) == _rounded(torch_model.predict(MIXED_ROWS))
+    # `mlflow models serve` takes no model config: the environment names the runtime there
+    monkeypatch.setenv("MULTITASK_BERT_RUNTIME", "onnx")
+    served = load_champion(store.uri, "options", tmp_path / "onnx")
+    assert served.unwrap_python_model()._predictor.runtime == "onnx"

@@ -318,3 +318,16 @@ def test_flatten_params_and_serialize_dict() -> None:
     assert json.loads(serialize_dict({"p": Path("/x")}, "a.json")) == {"p": "/x"}
     with pytest.raises(ValueError, match=r"\.txt"):
         serialize_dict({}, "a.txt")
+
+
+def test_experiments_are_tagged_so_the_mlflow_ui_opens_on_training_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    old = client.create_experiment("made-before", artifact_location=(tmp_path / "a").as_uri())
+    for name in ("made-before", "new-one"):
+        logger = MLflowLogger(tracking_uri=uri, experiment_name=name, run_name="my-flow-run")
+        logger.close()
+        experiment = client.get_experiment_by_name(name)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert client.get_run(logger.run_id).info.run_name == "my-flow-run"
+    assert client.get_experiment_by_name("made-before").experiment_id == old
