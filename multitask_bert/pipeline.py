@@ -46,6 +46,7 @@ from multitask_bert.training.launcher import (
     TrainingCrashed,
     TrainingOutOfMemory,
     UserInputError,
+    planned_world_size,
     run_training,
 )
 from multitask_bert.training.result import TrainResult
@@ -60,6 +61,7 @@ __all__ = [
     "evaluate_saved_model",
     "load_datasets",
     "load_split",
+    "planned_world_size",
     "prepare",
     "prepare_data",
     "prepare_task",
@@ -159,7 +161,8 @@ def unchanged_champion(run: RunRef, data_fingerprints: dict[str, str], model_nam
     same :func:`experiment_fingerprint`), else None. A run that finds one need not train."""
     config = run_config(run)
     champion = safe_find_champion(config, model_name)
-    fingerprint = experiment_fingerprint(config, data_fingerprints)
+    fingerprint = experiment_fingerprint(config, data_fingerprints,
+                                         world_size=planned_world_size(config))
     if champion and champion.get("config_hash") == fingerprint:
         return champion
     return None
@@ -174,11 +177,9 @@ def train(run: RunRef, *, on_line: Callable[[str], None] = print,
     (do not retry), ``TrainingOutOfMemory`` or ``TrainingCrashed`` (retry: it resumes)."""
     config = run_config(run)
     result = run_training(config.run_dir, on_line=on_line, on_start=on_start)
-    return {"run_dir": str(config.run_dir), "run_id": result.get("run_id"),
-            "best_score": result["best_score"], "score_metric": result["score_metric"],
-            "global_step": result["global_step"], "train_seconds": result["train_seconds"],
-            "best_step": result["best_step"],
-            "resumed_from_step": result.get("resumed_from_step")}
+    keys = ("run_id", "best_score", "score_metric", "global_step", "train_seconds",
+            "best_step", "resumed_from_step", "world_size")
+    return {"run_dir": str(config.run_dir), **{key: result.get(key) for key in keys}}
 
 
 def train_experiment(run: RunRef, cached: dict[str, CachedTask] | None = None,
@@ -338,7 +339,8 @@ def register_run(
         score=score,
         score_metric=config.training.early_stopping.metric,
         data_fingerprints=fingerprints,
-        config_hash=experiment_fingerprint(config, fingerprints),
+        config_hash=experiment_fingerprint(config, fingerprints,
+                                           world_size=metrics.get("world_size") or 1),
         git_commit=git_commit(),
         extra_tags={"run_dir": str(run_dir), **(extra_tags or {})},
         rescore_champion=rescore,
