@@ -92,8 +92,9 @@ def tokenize_task(run_config: str, task_name: str) -> dict[str, Any]:
 @task(name="train", retries=2, retry_delay_seconds=10,
       retry_condition_fn=_retry_unless_user_error, tags=["training"])
 def train_task(run_config: str) -> dict[str, Any]:
-    """Train in a supervised child process; a retry resumes from the newest checkpoint, an
-    out-of-memory retry halves the per-device batch, a user error is not retried."""
+    """Train in a supervised child process (under torchrun with ``training.nproc_per_node``
+    above 1 or several nodes); a retry resumes from the newest checkpoint, an out-of-memory
+    retry halves the per-device batch, a user error is not retried."""
     logger = get_run_logger()
     limit = ensure_training_limit()
     logger.info("waiting for a slot of concurrency limit %r (one training at a time)", limit)
@@ -103,9 +104,10 @@ def train_task(run_config: str) -> dict[str, Any]:
         trained = pipeline.train(run_config, on_line=logger.info, on_start=lambda command:
                                  logger.info("training in a child process: %s", " ".join(command)))
     resumed = trained["resumed_from_step"]
-    logger.info("trained %d steps in %.0f s; best %s = %.4f at step %s%s",
-                trained["global_step"], trained["train_seconds"], trained["score_metric"],
-                trained["best_score"] or float("nan"), trained["best_step"],
+    logger.info("trained %d steps in %.0f s on %s process(es); best %s = %.4f at step %s%s",
+                trained["global_step"], trained["train_seconds"], trained["world_size"],
+                trained["score_metric"], trained["best_score"] or float("nan"),
+                trained["best_step"],
                 f" (resumed from step {resumed})" if resumed is not None else "")
     return trained
 
