@@ -51,6 +51,11 @@ class TrainParameters(BaseModel):
         description="Train even when data and config equal the champion's.",
     )
     model_name: str = Field(default="multitask-bert", description="Registered model name.")
+    promote: bool = Field(
+        default=True,
+        description="Let the champion rule move `champion` to the new version; false "
+                    "registers a challenger only (what sweep-multitask's trials do).",
+    )
 
 
 def _is_user_error(state: Any) -> bool:
@@ -146,11 +151,11 @@ def evaluate_task(run_config: str, model_name: str) -> dict[str, Any]:
 
 
 @task(name="register", retries=3, retry_delay_seconds=[5, 15, 45])
-def register_task(run_config: str, evaluated: dict[str, Any], model_name: str
-                  ) -> dict[str, Any]:
+def register_task(run_config: str, evaluated: dict[str, Any], model_name: str,
+                  promote: bool = True) -> dict[str, Any]:
     """A registry version (alias ``challenger``); ``champion`` moves only when the new score
-    is at least the champion's on the same validation data."""
-    registration = pipeline.register(run_config, evaluated, model_name,
+    is at least the champion's on the same validation data (never with ``promote=False``)."""
+    registration = pipeline.register(run_config, evaluated, model_name, promote=promote,
                                      extra_tags={"flow_run": str(flow_run.name or "")})
     create_markdown_artifact(registration.pop("summary_markdown"), key="run-summary",
                              description="metrics, registration and comparison to the champion")
@@ -184,7 +189,7 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
 
     trained = train_task(run_config)
     evaluated = evaluate_task(run_config, params.model_name)
-    registered = register_task(run_config, evaluated, params.model_name)
+    registered = register_task(run_config, evaluated, params.model_name, params.promote)
     return {"skipped": False, "run_dir": trained["run_dir"], "score": evaluated["score"],
             "metrics": evaluated["metrics"], "registration": registered,
             "tracking_uri": pipeline.redact_uri(config.logging.tracking_uri or "")}

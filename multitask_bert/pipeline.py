@@ -40,6 +40,7 @@ from multitask_bert.single_task import (
     comparison_markdown,
     read_comparison,
 )
+from multitask_bert.sweep import Sweep, TrialOutcome, TrialTicket
 from multitask_bert.tracking import create_logger, redact_uri
 from multitask_bert.training.experiment import train_model
 from multitask_bert.training.launcher import (
@@ -54,17 +55,22 @@ from multitask_bert.training.result import TrainResult
 __all__ = [
     "Evaluation",
     "MultitaskBertError",
+    "Sweep",
     "TrainingCrashed",
     "TrainingOutOfMemory",
+    "TrialOutcome",
+    "TrialTicket",
     "UserInputError",
     "evaluate",
     "evaluate_saved_model",
     "load_datasets",
     "load_split",
+    "open_sweep",
     "planned_world_size",
     "prepare",
     "prepare_data",
     "prepare_task",
+    "promote_best",
     "redact_uri",
     "register",
     "register_run",
@@ -274,14 +280,16 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
 
 # -- register ---------------------------------------------------------------------------------
 def register(run: RunRef, evaluation: Evaluation | dict[str, Any],
-             model_name: str = "multitask-bert", extra_tags: dict[str, str] | None = None
-             ) -> dict[str, Any]:
+             model_name: str = "multitask-bert", extra_tags: dict[str, str] | None = None,
+             promote: bool = True) -> dict[str, Any]:
     """Register the run's best model with the evaluated score; the result has the version,
-    its aliases, the promotion decision and ``summary_markdown`` (for a run summary)."""
+    its aliases, the promotion decision and ``summary_markdown`` (for a run summary).
+    ``promote=False`` registers a challenger only (a sweep's trial)."""
     config = run_config(run)
     evaluated = evaluation.to_dict() if isinstance(evaluation, Evaluation) else evaluation
     registration = register_run(config.run_dir, model_name=model_name, config=config,
-                                score=evaluated["score"], extra_tags=extra_tags)
+                                score=evaluated["score"], extra_tags=extra_tags,
+                                promote=promote)
     registration["summary_markdown"] = run_summary_markdown(
         config.name, config.training.early_stopping.metric, evaluated, registration,
         redact_uri(config.logging.tracking_uri or ""))
@@ -296,11 +304,13 @@ def register_run(
     config: ExperimentConfig | None = None,
     score: float | None = None,
     extra_tags: dict[str, str] | None = None,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Register a finished run's ``best/`` model: log it as an MLflow pyfunc, create a
     registry version (alias ``challenger``) and move ``champion`` when its score is at least
     the champion's on the same validation data (re-scoring the champion if the data
-    changed). Works later and alone, e.g. after the tracking server was down."""
+    changed; never with ``promote=False``). Works later and alone, e.g. after the tracking
+    server was down."""
     from multitask_bert.registry import log_model
     from multitask_bert.registry import register as register_version
 
@@ -324,14 +334,6 @@ def register_run(
                           experiment_name=config.logging.experiment_name or config.name,
                           run_id=run_id)
 
-    def rescore(champion_uri: str) -> float:
-        log.info("data changed since the champion: re-scoring %s on today's validation data",
-                 champion_uri)
-        folder = download_model_folder(champion_uri, tracking_uri, run_dir / "champion")
-        champion_metrics = evaluate_saved_model(folder, config)
-        heads = {t.name: list(t.heads) for t in config.tasks if t.name in champion_metrics}
-        return major_score(champion_metrics, config.training.early_stopping.metric, heads)
-
     result = register_version(
         model_uri,
         tracking_uri=tracking_uri,
@@ -343,11 +345,53 @@ def register_run(
                                            world_size=metrics.get("world_size") or 1),
         git_commit=git_commit(),
         extra_tags={"run_dir": str(run_dir), **(extra_tags or {})},
-        rescore_champion=rescore,
+        rescore_champion=_rescorer(config, tracking_uri, run_dir / "champion"),
+        promote=promote,
     )
     log.info("registered %s version %s (aliases: %s): %s", model_name, result.version,
              ", ".join(result.aliases), result.reason)
     return result.to_dict()
+
+
+def _rescorer(config: ExperimentConfig, tracking_uri: str, work_dir: Path
+              ) -> Callable[[str], float]:
+    """Scores a registered model on ``config``'s validation data (the champion, when the
+    data changed since it was scored)."""
+    def rescore(champion_uri: str) -> float:
+        log.info("data changed since the champion: re-scoring %s on today's validation data",
+                 champion_uri)
+        folder = download_model_folder(champion_uri, tracking_uri, work_dir)
+        champion_metrics = evaluate_saved_model(folder, config)
+        heads = {t.name: list(t.heads) for t in config.tasks if t.name in champion_metrics}
+        return major_score(champion_metrics, config.training.early_stopping.metric, heads)
+
+    return rescore
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+def open_sweep(config_path: str | Path, search_space: str | Path, **options: Any) -> Sweep:
+    """Open (create or continue) a hyper-parameter sweep: see
+    :meth:`multitask_bert.sweep.Sweep.open` for the options."""
+    return Sweep.open(config_path, search_space, **options)
+
+
+def promote_best(sweep: Sweep, model_name: str = "multitask-bert") -> dict[str, Any] | None:
+    """Apply the champion rule to the sweep's best trial's registered version (trials are
+    registered as challengers only) and record the outcome on the sweep's MLflow run.
+    Returns the registration (version, aliases, reason), or None without a best trial."""
+    from multitask_bert.registry import promote_version
+
+    best = sweep.best()
+    if best is None or best.version is None:
+        sweep.finish(best, None)
+        return None
+    config = sweep.trial_config(best)
+    uri = config.logging.tracking_uri or ""
+    rescore = _rescorer(config, uri, sweep.storage_path.parent / ".sweep-champion")
+    result = promote_version(uri, model_name, best.version, rescore_champion=rescore)
+    registration = {**result.to_dict(), "trial": best.number, "objective": best.objective}
+    sweep.finish(best, registration)
+    return registration
 
 
 def download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:

@@ -15,10 +15,15 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 PACKAGE = REPO / "multitask_bert"
-FLOW = REPO / "flows" / "train_multitask.py"
+FLOW_TASKS = {
+    "train_multitask.py": {"tokenize_task", "train_task", "evaluate_task", "register_task"},
+    "sweep_multitask.py": {"start_trial", "follow_trial", "register_best"},
+}
 
 
 def module_name(path: Path) -> str:
@@ -156,8 +161,13 @@ def test_the_branch_patterns_catch_what_they_are_for():
     assert not HEAD_TYPE_BRANCH.search('if device.type == "cuda":')
 
 
-def test_the_flow_imports_only_the_facade_prefect_and_the_standard_library():
-    tree = ast.parse(FLOW.read_text())
+def test_every_flow_file_is_checked():
+    assert {p.name for p in (REPO / "flows").glob("*.py")} - {"__init__.py"} == set(FLOW_TASKS)
+
+
+@pytest.mark.parametrize("flow_file", sorted(FLOW_TASKS))
+def test_the_flow_imports_only_the_facade_prefect_and_the_standard_library(flow_file):
+    tree = ast.parse((REPO / "flows" / flow_file).read_text())
     roots: set[str] = set()
     ours: set[str] = set()
     for node in ast.walk(tree):
@@ -178,12 +188,12 @@ def test_the_flow_imports_only_the_facade_prefect_and_the_standard_library():
     assert ours == {"pipeline"}
 
 
-def test_the_flow_tasks_are_short():
-    tree = ast.parse(FLOW.read_text())
+@pytest.mark.parametrize("flow_file", sorted(FLOW_TASKS))
+def test_the_flow_tasks_are_short(flow_file):
+    tree = ast.parse((REPO / "flows" / flow_file).read_text())
     tasks = [node for node in tree.body if isinstance(node, ast.FunctionDef)
              and any(ast.unparse(d).startswith("task") for d in node.decorator_list)]
-    assert {t.name for t in tasks} == {"tokenize_task", "train_task", "evaluate_task",
-                                       "register_task"}
+    assert {t.name for t in tasks} == FLOW_TASKS[flow_file]
     for node in tasks:
         body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body  # docstring
         lines = body[-1].end_lineno - body[0].lineno + 1

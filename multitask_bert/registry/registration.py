@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from multitask_bert.registry.aliases import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME
 from multitask_bert.registry.lookup import champion_model_version
-from multitask_bert.registry.promotion import decide_promotion
+from multitask_bert.registry.promotion import PromotionDecision, decide_promotion
 from multitask_bert.registry.store import mlflow_store, registry_client
 from multitask_bert.registry.version_tags import FINGERPRINT_TAG_PREFIX
 from multitask_bert.tracking import redact_uri
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 logger = logging.getLogger("multitask_bert.registry")  # one name for the package's messages
+
+CHALLENGER_ONLY = "not promoted: registered as challenger only (a sweep trial; the sweep applies "\
+                  "the champion rule to its best trial)"
 
 
 @dataclass
@@ -71,6 +74,7 @@ def register(
     rescore_champion: Callable[[str], float] | None = None,
     higher_is_better: bool = True,
     await_registration_for: int = 300,
+    promote: bool = True,
 ) -> RegistrationResult:
     """Registers a logged model as a new version, sets ``challenger``, maybe ``champion``.
 
@@ -103,6 +107,9 @@ def register(
             dst_path=...)`` works inside it.
         higher_is_better: False for losses and errors.
         await_registration_for: seconds to wait for the version to be READY.
+        promote: False registers a challenger only (a sweep's trial): ``champion`` does not
+            move, whatever the score; :func:`~multitask_bert.registry.challenger.promote_version`
+            applies the rule later.
 
     Raises:
         ValueError: for a score that is not a finite number.
@@ -140,7 +147,7 @@ def register(
             decision = decide_promotion(
                 model_name, score, score_metric, fingerprints, champion,
                 rescore_champion, higher_is_better,
-            )
+            ) if promote else PromotionDecision(False, CHALLENGER_ONLY, None)
             promoted = "true" if decision.promote else "false"
             client.set_model_version_tag(model_name, number, "promoted", promoted)
             if not decision.promote:
