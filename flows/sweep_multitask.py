@@ -121,7 +121,7 @@ def sweep_multitask(params: SweepParameters | None = None) -> dict[str, Any]:
             if ticket.flow_run_id is None:
                 sweep.bind(ticket, start_trial(params.deployment, ticket.number, {"params": {
                     "config_path": params.config_path, "model_name": params.model_name,
-                    "overrides": [*params.overrides, *ticket.overrides], "force": True,
+                    "overrides": ticket.overrides, "force": True,
                     "promote": False}}, f"{sweep.name}-trial-{ticket.number}"))
             logger.info("trial %d: %s (flow run %s)", ticket.number, ticket.params,
                         ticket.flow_run_id)

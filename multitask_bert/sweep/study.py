@@ -58,6 +58,7 @@ class TrialTicket:
     number: int
     params: dict[str, Any]
     overrides: list[str]
+    """Every override of the trial's run: the sweep's, then its values."""
     flow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,8 +262,7 @@ class Sweep:
 
     def trial_config(self, record: TrialRecord) -> ExperimentConfig:
         """The resolved config a trial trained (base config, sweep overrides, its values)."""
-        overrides = [*self.study.user_attrs.get("overrides", []),
-                     *self.space.overrides(record.params)]
+        overrides = self.trial_overrides(record.number, record.params)
         return ExperimentConfig.load(self._config_file(), overrides).resolve(root=self._root())
 
     def finish(self, best: TrialRecord | None, registration: dict[str, Any] | None) -> None:
@@ -286,8 +286,21 @@ class Sweep:
     # -- helpers ----------------------------------------------------------------------------
     def _ticket(self, trial: Any) -> TrialTicket:
         params = dict(trial.params)
-        return TrialTicket(trial.number, params, self.space.overrides(params),
+        return TrialTicket(trial.number, params, self.trial_overrides(trial.number, params),
                            trial.user_attrs.get("flow_run_id"))
+
+    def trial_overrides(self, number: int, params: dict[str, Any]) -> list[str]:
+        """Every override of one trial: the sweep's, then the trial's values. An
+        ``output_dir`` among the sweep's becomes ``<output_dir>/<study>/trial-<n>`` (without
+        one, each train-multitask run has its own folder already): trials never share a run
+        folder, whose checkpoints would belong to another experiment."""
+        base = []
+        for item in self.study.user_attrs.get("overrides", []):
+            key, _, value = item.partition("=")
+            if key.strip() == "output_dir":
+                item = f"output_dir={value.strip()}/{self.name}/trial-{number}"
+            base.append(item)
+        return [*base, *self.space.overrides(params)]
 
     def _record(self, ticket: TrialTicket, outcome: TrialOutcome) -> TrialRecord:
         result = outcome.result or {}

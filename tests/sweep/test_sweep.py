@@ -78,17 +78,22 @@ def outcome(score: float, accuracy: float, version: str) -> TrialOutcome:
 def test_a_study_is_stored_continued_and_tracked(files):
     from mlflow import MlflowClient
 
-    sweep = Sweep.open(files / "base.yaml", files / "space.yaml", n_trials=3, seed=3)
+    sweep = Sweep.open(files / "base.yaml", files / "space.yaml", n_trials=3, seed=3,
+                       overrides=[f"output_dir={files}/out", "training.max_steps=2"])
     assert sweep.storage_path == files / "optuna.db"  # beside mlflow.db
     first, second = sweep.ask(), sweep.ask()
     assert (first.number, second.number) == (0, 1)
-    assert first.overrides[0].startswith("training.learning_rate=")
+    # each trial its own run folder; then the sweep's overrides, then the trial's values
+    assert first.overrides[:2] == [f"output_dir={files}/out/{sweep.name}/trial-0",
+                                   "training.max_steps=2"]
+    assert first.overrides[2].startswith("training.learning_rate=")
     sweep.bind(first, "run-a")
     sweep.bind(second, "run-b")
     sweep.tell(first, outcome(0.6, 0.9, "1"))
 
     # interrupted here: opened again, the same study continues with trial 1 still running
-    again = Sweep.open(files / "base.yaml", files / "space.yaml", n_trials=3, seed=3)
+    again = Sweep.open(files / "base.yaml", files / "space.yaml", n_trials=3, seed=3,
+                       overrides=[f"output_dir={files}/out", "training.max_steps=2"])
     assert again.name == sweep.name and again.parent_run_id == sweep.parent_run_id
     [waiting] = again.unfinished()
     assert (waiting.number, waiting.flow_run_id, waiting.params) == (1, "run-b", second.params)
@@ -101,6 +106,9 @@ def test_a_study_is_stored_continued_and_tracked(files):
     assert [(r["trial"], r["score"], r["state"]) for r in rows] == [
         (1, 0.8, "COMPLETED"), (0, 0.6, "COMPLETED"), (2, None, "FAILED")]
     assert again.best().number == 1 and again.best().version == "2"
+    trained = again.trial_config(again.best())
+    assert trained.run_dir == files / "out" / again.name / "trial-1"
+    assert trained.training.learning_rate == pytest.approx(second.params["training.learning_rate"])
 
     client = MlflowClient(f"sqlite:///{files}/mlflow.db")
     parent = client.get_run(again.parent_run_id)
