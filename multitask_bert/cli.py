@@ -87,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override a config key (with --config)")
     launch.set_defaults(func=_launch)
 
+    manifest = sub.add_parser(
+        "kubernetes-manifest", help="print the headless Service and indexed Job that train a "
+        "run folder on several Kubernetes nodes (what the train step submits with "
+        "MTB_KUBERNETES_LAUNCH; for kubectl apply)")
+    manifest.add_argument("--launch", required=True, help="launch settings YAML, e.g. "
+                          "deployments/kubernetes/launch-2x8.yaml")
+    manifest.add_argument("--run-dir", required=True, help="the run folder, as the pods see it")
+    manifest.add_argument("--tracking-uri", help="MLflow store for the pods (no credentials: "
+                          "give those through env_from_secrets)")
+    manifest.set_defaults(func=_kubernetes_manifest)
+
     evaluate = sub.add_parser("evaluate", help="per-head metrics of a saved model")
     evaluate.add_argument("--model", required=True, help="model folder, e.g. runs/NAME/best")
     evaluate.add_argument("--config", required=True, help="experiment YAML naming the tasks")
@@ -210,6 +221,17 @@ def _launch(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(trained, indent=2))
+    return 0
+
+
+def _kubernetes_manifest(args: argparse.Namespace) -> int:
+    import yaml
+
+    from multitask_bert.training.kubernetes import KubernetesLaunch, render
+
+    objects = render(Path(args.run_dir), KubernetesLaunch.load(args.launch),
+                     tracking_uri=args.tracking_uri)
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
     return 0
 
 

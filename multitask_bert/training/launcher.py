@@ -16,6 +16,9 @@ other       :class:`TrainingCrashed`: killed, preempted, crashed; a retry resume
             newest checkpoint
 ==========  =====================================================================
 
+With ``MTB_KUBERNETES_LAUNCH`` set, the run trains as a multi-node Kubernetes job
+(:mod:`multitask_bert.training.kubernetes`), followed with the same exit codes.
+
 Under ``torchrun`` the same rules hold across ranks: the exit code is the one of the rank
 that failed first (``torchrun``'s root cause), so a user error or an OOM on any rank is
 classified as above, and a killed rank is a crash. On one node of a multi-node job the
@@ -35,6 +38,7 @@ from typing import Any
 
 from multitask_bert.config import RUN_CONFIG_FILE, ExperimentConfig
 from multitask_bert.errors import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR, MultitaskBertError
+from multitask_bert.training.kubernetes import LAUNCH_ENV, KubernetesLaunch, run_job
 from multitask_bert.training.torchrun import (
     LaunchPlan,
     decisive_failure,
@@ -87,9 +91,24 @@ def launch_plan(config: ExperimentConfig, environ: dict[str, str] | None = None)
     return LaunchPlan.resolve(config.training.processes_per_node(), config.run_dir, environ)
 
 
+def kubernetes_launch() -> KubernetesLaunch | None:
+    """The Kubernetes job settings when ``MTB_KUBERNETES_LAUNCH`` names them (and this
+    process is not itself a node of a job), else None: train here."""
+    path = os.environ.get(LAUNCH_ENV)
+    if not path or os.environ.get("PET_NNODES"):
+        return None
+    try:
+        return KubernetesLaunch.load(path)
+    except MultitaskBertError as exc:
+        raise UserInputError(str(exc)) from None
+
+
 def planned_world_size(config: ExperimentConfig) -> int:
     """How many processes will train ``config`` (all nodes), as the launcher would plan it
     here; part of the experiment fingerprint."""
+    launch = kubernetes_launch()
+    if launch is not None:
+        return launch.nnodes * launch.processes_per_node(config.training.nproc_per_node)
     return launch_plan(config).world_size
 
 
@@ -119,6 +138,11 @@ def run_training(
         raise UserInputError(f"{run_dir}: no {RUN_CONFIG_FILE}; resolve and write the config "
                              "first (pipeline.resolve(...).write())")
     config = ExperimentConfig.load_run(run_dir)
+    launch = kubernetes_launch()
+    if launch is not None:  # every node is a pod of one Kubernetes job, followed from here
+        code, message = run_job(run_dir, launch, on_line=on_line, on_start=on_start,
+                                tracking_uri=config.logging.tracking_uri)
+        return classify_exit(code, message, run_dir, config)
     try:
         plan = launch_plan(config)
     except MultitaskBertError as exc:
