@@ -300,7 +300,7 @@ def _follow(batch: Any, core: Any, name: str, namespace: str, launch: Kubernetes
             return EXIT_USER_ERROR, (f"pod {user_error[0]} cannot start: {user_error[1]}: "
                                      f"{user_error[2]}. Check `image` in {LAUNCH_ENV} "
                                      "(and the registry's pull secret)")
-        if pods and all(p.status.phase == "Pending" for p in pods):
+        if not pods or all(p.status.phase == "Pending" for p in pods):
             if time.monotonic() - started > launch.start_timeout_s:
                 _delete(batch, core, name, namespace)
                 return 1, (f"job {namespace}/{name}: pods still Pending after "
@@ -326,8 +326,10 @@ def _failure(pods: list[Any], job: Any) -> tuple[int, str]:
         for exit_code, message in failed:
             if exit_code == code:
                 return code, message
-    if failed:
-        return failed[0][0] if failed[0][0] > 0 else 1, failed[0][1]
+    # a pod Kubernetes stopped because another failed exits 143 (SIGTERM) or 137: not the cause
+    causes = [f for f in failed if f[0] not in (137, 143)] or failed
+    if causes:
+        return causes[0][0], causes[0][1]
     conditions = [c for c in job.status.conditions or [] if c.type == "Failed"]
     reason = f"{conditions[0].reason}: {conditions[0].message}" if conditions else "unknown"
     return 1, f"job {job.metadata.name} failed ({reason})"

@@ -133,3 +133,26 @@ def test_a_user_error_on_a_node_fails_the_job_with_its_message(cluster, task_dir
     with pytest.raises(UserInputError, match=r"exited with 2: (?s:.*)line 25, field 'text': "
                                              r"empty text"):
         run_training(config.run_dir, on_line=lambda line: None)
+
+
+@pytest.mark.parametrize(("codes", "expected"), [
+    ((143, 1), 1),    # the pod Kubernetes stopped is not the cause
+    ((143, 3), 3),    # out of memory on one node
+    ((1, 2), 2),      # a user error anywhere decides
+    ((137, 143), 137),
+])
+def test_the_failed_pod_that_decides(codes, expected):
+    from kubernetes import client
+
+    from multitask_bert.training.kubernetes import _failure
+
+    pods = [client.V1Pod(metadata=client.V1ObjectMeta(name=f"p-{i}"), status=client.V1PodStatus(
+        phase="Failed", container_statuses=[client.V1ContainerStatus(
+            name="train", image="i", image_id="", ready=False, restart_count=0,
+            state=client.V1ContainerState(terminated=client.V1ContainerStateTerminated(
+                exit_code=code, message=f"log of {i}")))]))
+        for i, code in enumerate(codes)]
+    job = client.V1Job(metadata=client.V1ObjectMeta(name="j"), status=client.V1JobStatus())
+    code, message = _failure(pods, job)
+    assert code == expected
+    assert message.startswith(f"pod p-{codes.index(expected)} exited with {expected}")
