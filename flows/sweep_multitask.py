@@ -75,11 +75,12 @@ def open_sweep(params: SweepParameters) -> pipeline.Sweep:
 
 @task(name="start-trial", task_run_name="start-trial-{number}", retries=2,
       retry_delay_seconds=5)
-def start_trial(deployment: str, number: int, parameters: dict[str, Any], key: str) -> str:
+def start_trial(deployment: str, number: int, parameters: dict[str, Any], key: str,
+                name: str) -> str:
     """Create the trial's deployment run (an idempotency key per trial: a sweep continued
     after an interruption gets the same run back, never a second one)."""
     run = run_deployment(deployment, parameters=parameters, timeout=0, idempotency_key=key,
-                         flow_run_name=key)
+                         flow_run_name=name)
     return str(run.id)
 
 
@@ -122,7 +123,8 @@ def sweep_multitask(params: SweepParameters | None = None) -> dict[str, Any]:
                 sweep.bind(ticket, start_trial(params.deployment, ticket.number, {"params": {
                     "config_path": params.config_path, "model_name": params.model_name,
                     "overrides": ticket.overrides, "force": True,
-                    "promote": False}}, f"{sweep.name}-trial-{ticket.number}"))
+                    "promote": False}}, f"{sweep.name}-{sweep.uid}-trial-{ticket.number}",
+                    f"{sweep.name}-trial-{ticket.number}"))
             logger.info("trial %d: %s (flow run %s)", ticket.number, ticket.params,
                         ticket.flow_run_id)
             running[follow_trial.submit(ticket.number, ticket.flow_run_id)] = ticket

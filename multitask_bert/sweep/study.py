@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,6 +113,12 @@ class Sweep:
         return self.study.study_name
 
     @property
+    def uid(self) -> str:
+        """Unique to this study (a study deleted and made again under its name gets
+        another): part of each trial run's idempotency key."""
+        return self.study.user_attrs["uid"]
+
+    @property
     def storage_path(self) -> Path:
         return study_storage(self.config)
 
@@ -175,6 +182,8 @@ class Sweep:
                 raise ConfigError(f"study {name!r} in {storage_path} has {key} "
                                   f"{attrs[key]!r}, not {value!r}; give another study_name")
             study.set_user_attr(key, value)
+        if "uid" not in attrs:  # this study, not an earlier one of the same name (deleted)
+            study.set_user_attr("uid", uuid.uuid4().hex)
         study.set_user_attr("config_path", str(config_path))
         study.set_user_attr("root", str(root))
         study.set_user_attr("overrides", list(overrides))

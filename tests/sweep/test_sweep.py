@@ -95,6 +95,7 @@ def test_a_study_is_stored_continued_and_tracked(files):
     again = Sweep.open(files / "base.yaml", files / "space.yaml", n_trials=3, seed=3,
                        overrides=[f"output_dir={files}/out", "training.max_steps=2"])
     assert again.name == sweep.name and again.parent_run_id == sweep.parent_run_id
+    assert again.uid == sweep.uid and len(sweep.uid) == 32
     [waiting] = again.unfinished()
     assert (waiting.number, waiting.flow_run_id, waiting.params) == (1, "run-b", second.params)
     again.tell(waiting, outcome(0.8, 0.7, "2"))
