@@ -51,6 +51,11 @@ class TrainParameters(BaseModel):
         description="Train even when data and config equal the champion's.",
     )
     model_name: str = Field(default="multitask-bert", description="Registered model name.")
+    promote: bool = Field(
+        default=True,
+        description="Let the champion rule move `champion` to the new version; false "
+                    "registers a challenger only (what sweep-multitask's trials do).",
+    )
 
 
 def _is_user_error(state: Any) -> bool:
@@ -92,8 +97,9 @@ def tokenize_task(run_config: str, task_name: str) -> dict[str, Any]:
 @task(name="train", retries=2, retry_delay_seconds=10,
       retry_condition_fn=_retry_unless_user_error, tags=["training"])
 def train_task(run_config: str) -> dict[str, Any]:
-    """Train in a supervised child process; a retry resumes from the newest checkpoint, an
-    out-of-memory retry halves the per-device batch, a user error is not retried."""
+    """Train in a supervised child process (under torchrun with ``training.nproc_per_node``
+    above 1 or several nodes); a retry resumes from the newest checkpoint, an out-of-memory
+    retry halves the per-device batch, a user error is not retried."""
     logger = get_run_logger()
     limit = ensure_training_limit()
     logger.info("waiting for a slot of concurrency limit %r (one training at a time)", limit)
@@ -103,9 +109,10 @@ def train_task(run_config: str) -> dict[str, Any]:
         trained = pipeline.train(run_config, on_line=logger.info, on_start=lambda command:
                                  logger.info("training in a child process: %s", " ".join(command)))
     resumed = trained["resumed_from_step"]
-    logger.info("trained %d steps in %.0f s; best %s = %.4f at step %s%s",
-                trained["global_step"], trained["train_seconds"], trained["score_metric"],
-                trained["best_score"] or float("nan"), trained["best_step"],
+    logger.info("trained %d steps in %.0f s on %s process(es); best %s = %.4f at step %s%s",
+                trained["global_step"], trained["train_seconds"], trained["world_size"],
+                trained["score_metric"], trained["best_score"] or float("nan"),
+                trained["best_step"],
                 f" (resumed from step {resumed})" if resumed is not None else "")
     return trained
 
@@ -147,12 +154,13 @@ def evaluate_task(run_config: str, model_name: str) -> dict[str, Any]:
 
 
 @task(name="register", retries=3, retry_delay_seconds=[5, 15, 45])
-def register_task(run_config: str, evaluated: dict[str, Any], model_name: str
-                  ) -> dict[str, Any]:
+def register_task(run_config: str, evaluated: dict[str, Any], model_name: str,
+                  promote: bool = True) -> dict[str, Any]:
     """A registry version (alias ``challenger``); ``champion`` moves only when the new score
     is at least the champion's on the same validation data and no head fell more than the
-    margin below the champion's. Logs the version, its aliases and the decision."""
-    registration = pipeline.register(run_config, evaluated, model_name,
+    margin below the champion's (never with ``promote=False``). Logs the version, its
+    aliases and the decision."""
+    registration = pipeline.register(run_config, evaluated, model_name, promote=promote,
                                      extra_tags={"flow_run": str(flow_run.name or "")},
                                      on_info=get_run_logger().info)
     create_markdown_artifact(registration.pop("summary_markdown"), key="run-summary",
@@ -187,7 +195,7 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
 
     trained = train_task(run_config)
     evaluated = evaluate_task(run_config, params.model_name)
-    registered = register_task(run_config, evaluated, params.model_name)
+    registered = register_task(run_config, evaluated, params.model_name, params.promote)
     return {"skipped": False, "run_dir": trained["run_dir"], "score": evaluated["score"],
             "metrics": evaluated["metrics"], "registration": registered,
             "tracking_uri": pipeline.redact_uri(config.logging.tracking_uri or "")}

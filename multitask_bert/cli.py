@@ -20,6 +20,21 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(exc)
 
 
+def _record_for_torchrun(exc: BaseException, exit_code: int) -> None:
+    """Under ``torchrun``: record the error and the exit code in this rank's error file
+    (``TORCHELASTIC_ERROR_FILE``); the launcher reads every rank's, since this rank's output
+    may be filtered out of the console."""
+    import os
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    from multitask_bert.training.torchrun import error_record
+
+    with open(path, "w") as out:
+        json.dump(error_record(exc, exit_code, os.environ.get("RANK", "?")), out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -30,11 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except MultitaskBertError as exc:  # a user mistake: the message, no traceback
         print(f"error: {exc}", file=sys.stderr)
+        _record_for_torchrun(exc, EXIT_USER_ERROR)
         return EXIT_USER_ERROR
     except Exception as exc:
         if _is_out_of_memory(exc):
             print(f"error: out of memory: {exc}", file=sys.stderr)
+            _record_for_torchrun(exc, EXIT_OUT_OF_MEMORY)
             return EXIT_OUT_OF_MEMORY
+        _record_for_torchrun(exc, 1)
         raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -57,6 +75,29 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE", help="override a config key, e.g. training.epochs=1")
     train.set_defaults(func=_train)
+
+    launch = sub.add_parser(
+        "launch", help="train like the pipeline's train step: a supervised child, under "
+        "torchrun when training.nproc_per_node or PET_NNODES ask for more than one process; "
+        "exit 2: bad input, 3: out of memory, 1: crashed (run it again to resume)")
+    source = launch.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="experiment YAML (resolved and written into its run "
+                        "folder first)")
+    source.add_argument("--run-dir", help="a run folder with a resolved config.yaml")
+    launch.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config key (with --config)")
+    launch.set_defaults(func=_launch)
+
+    manifest = sub.add_parser(
+        "kubernetes-manifest", help="print the headless Service and indexed Job that train a "
+        "run folder on several Kubernetes nodes (what the train step submits with "
+        "MTB_KUBERNETES_LAUNCH; for kubectl apply)")
+    manifest.add_argument("--launch", required=True, help="launch settings YAML, e.g. "
+                          "deployments/kubernetes/launch-2x8.yaml")
+    manifest.add_argument("--run-dir", required=True, help="the run folder, as the pods see it")
+    manifest.add_argument("--tracking-uri", help="MLflow store for the pods (no credentials: "
+                          "give those through env_from_secrets)")
+    manifest.set_defaults(func=_kubernetes_manifest)
 
     evaluate = sub.add_parser("evaluate", help="per-head metrics of a saved model")
     evaluate.add_argument("--model", required=True, help="model folder, e.g. runs/NAME/best")
@@ -230,6 +271,38 @@ def _train(args: argparse.Namespace) -> int:
     print(format_metrics_table(result.best, title=f"best (step {result.best_step})"))
     print(f"model: {Path(result.output_dir) / 'best'}")
     print(f"metrics: {Path(result.output_dir) / 'metrics.json'}")
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from multitask_bert import pipeline
+    from multitask_bert.errors import ConfigError
+
+    if args.run_dir and args.overrides:
+        raise ConfigError("--run-dir trains the run folder's config.yaml as it is; change it "
+                          "with --config <yaml> --set ..., which writes a new one")
+    run = args.run_dir or pipeline.start(pipeline.resolve(args.config, args.overrides))
+    try:
+        trained = pipeline.train(run, on_line=print, on_start=lambda command: print(
+            "launching: " + " ".join(command), flush=True))
+    except pipeline.TrainingOutOfMemory as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
+    except pipeline.TrainingCrashed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(trained, indent=2))
+    return 0
+
+
+def _kubernetes_manifest(args: argparse.Namespace) -> int:
+    import yaml
+
+    from multitask_bert.training.kubernetes import KubernetesLaunch, render
+
+    objects = render(Path(args.run_dir), KubernetesLaunch.load(args.launch),
+                     tracking_uri=args.tracking_uri)
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
     return 0
 
 

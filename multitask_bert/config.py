@@ -144,6 +144,11 @@ class TrainingConfig(_Strict):
     raised to e.g. 32 the number of padded lengths, hence recompiles, stays small)."""
     num_threads: int | None = Field(default=None, ge=1)
     """torch CPU threads; ``null`` keeps torch's default."""
+    nproc_per_node: Literal["auto"] | int = Field(default="auto")
+    """Training processes on this machine (one per GPU): ``auto`` takes every visible GPU
+    (1 on CPU); above 1 the pipeline's ``train`` step runs the same entry point under
+    ``torchrun`` (DDP). ``batch_size`` stays per process, so the global batch is
+    ``batch_size`` x processes x nodes (nodes: ``PET_NNODES``, see the README)."""
     progress_bar: bool = True
     checkpoint_every_n_steps: int | None = Field(default=200, ge=1)
     """Write a resumable checkpoint every N optimizer steps (and at each epoch end);
@@ -171,7 +176,21 @@ class TrainingConfig(_Strict):
     def _check(self) -> TrainingConfig:
         if self.eval_strategy == "steps" and self.eval_steps is None:
             raise ValueError("eval_strategy 'steps' needs eval_steps")
+        if self.nproc_per_node != "auto" and self.nproc_per_node < 1:
+            raise ValueError(f"training.nproc_per_node must be 'auto' or at least 1, got "
+                             f"{self.nproc_per_node}")
         return self
+
+    def processes_per_node(self) -> int:
+        """``nproc_per_node`` resolved on this machine: ``auto`` is the number of visible
+        GPUs when training runs on CUDA, else 1."""
+        if self.nproc_per_node != "auto":
+            return self.nproc_per_node
+        if not self.uses_cuda():
+            return 1
+        import torch
+
+        return max(1, torch.cuda.device_count())
 
     def batch_size_for(self, task: str) -> int:
         return self.task_batch_size.get(task, self.batch_size)

@@ -10,6 +10,13 @@ raw bytes, the task spec, the tokenizer and ``max_length``). One function serves
 * the registry's "unchanged, skip" rule: a run whose fingerprint equals the champion's
   (version tag ``config_hash``) is not trained again unless forced.
 
+The world size (training processes on all nodes) is in: ``batch_size`` is per process, so
+the global batch, the data plan and the model change with it. A checkpoint of a 2-process run
+is therefore refused by a 1-process run (its position in the epoch means another plan), and
+a champion trained on 8 GPUs is not "unchanged" for a run on 1. ``training.nproc_per_node``
+itself is left out (``auto`` names no number): the resolved world size stands for it. A
+one-process run hashes exactly as before the world size existed.
+
 The tokenised-data cache keys its entries by the per-task data fingerprint
 (:func:`multitask_bert.data.cache.compute_fingerprint`) that this one includes.
 """
@@ -36,6 +43,8 @@ NOT_IN_FINGERPRINT: dict[str, str] = {
     "training.num_threads": "CPU threads: speed only",
     "training.eval_batch_size": "evaluation speed and memory only",
     "training.unpadded": "how padding is skipped: the same function, rounding-level differences",
+    "training.nproc_per_node": "processes per node: the world size it resolves to (nodes x "
+                               "processes) is in the fingerprint instead",
 }
 """Config keys the fingerprint leaves out, each with why. Everything else is in."""
 
@@ -56,8 +65,12 @@ def config_for_fingerprint(config: ExperimentConfig) -> dict[str, Any]:
     return data
 
 
-def experiment_fingerprint(config: ExperimentConfig, data: Mapping[str, str]) -> str:
-    """16 hex digits of sha256 over the config (see :data:`NOT_IN_FINGERPRINT`) and the
-    per-task data fingerprints ``{task: fingerprint}``."""
-    payload = {"config": config_for_fingerprint(config), "data": dict(sorted(data.items()))}
+def experiment_fingerprint(config: ExperimentConfig, data: Mapping[str, str],
+                           world_size: int = 1) -> str:
+    """16 hex digits of sha256 over the config (see :data:`NOT_IN_FINGERPRINT`), the
+    per-task data fingerprints ``{task: fingerprint}`` and, above 1, the world size."""
+    payload: dict[str, Any] = {"config": config_for_fingerprint(config),
+                               "data": dict(sorted(data.items()))}
+    if world_size > 1:  # one process: the same hash as before distributed runs existed
+        payload["world_size"] = world_size
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

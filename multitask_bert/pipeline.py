@@ -46,18 +46,21 @@ from multitask_bert.evaluation.report import (
 )
 from multitask_bert.evaluation.saved_model import evaluate_saved_model
 from multitask_bert.fingerprint import experiment_fingerprint
+from multitask_bert.heads import head_type_class
 from multitask_bert.models.multitask import load_tokenizer
 from multitask_bert.single_task import (
     add_single_task_baselines,
     comparison_markdown,
     read_comparison,
 )
+from multitask_bert.sweep import Sweep, TrialOutcome, TrialTicket
 from multitask_bert.tracking import create_logger, redact_uri
 from multitask_bert.training.experiment import train_model
 from multitask_bert.training.launcher import (
     TrainingCrashed,
     TrainingOutOfMemory,
     UserInputError,
+    planned_world_size,
     run_training,
 )
 from multitask_bert.training.result import TrainResult
@@ -65,17 +68,23 @@ from multitask_bert.training.result import TrainResult
 __all__ = [
     "Evaluation",
     "MultitaskBertError",
+    "Sweep",
     "TrainingCrashed",
     "TrainingOutOfMemory",
+    "TrialOutcome",
+    "TrialTicket",
     "UserInputError",
     "evaluate",
     "evaluate_saved_model",
     "export_onnx",
     "load_datasets",
     "load_split",
+    "open_sweep",
+    "planned_world_size",
     "prepare",
     "prepare_data",
     "prepare_task",
+    "promote_best",
     "redact_uri",
     "register",
     "register_run",
@@ -173,7 +182,8 @@ def unchanged_champion(run: RunRef, data_fingerprints: dict[str, str], model_nam
     same :func:`experiment_fingerprint`), else None. A run that finds one need not train."""
     config = run_config(run)
     champion = safe_find_champion(config, model_name)
-    fingerprint = experiment_fingerprint(config, data_fingerprints)
+    fingerprint = experiment_fingerprint(config, data_fingerprints,
+                                         world_size=planned_world_size(config))
     if champion and champion.get("config_hash") == fingerprint:
         return champion
     return None
@@ -188,11 +198,9 @@ def train(run: RunRef, *, on_line: Callable[[str], None] = print,
     (do not retry), ``TrainingOutOfMemory`` or ``TrainingCrashed`` (retry: it resumes)."""
     config = run_config(run)
     result = run_training(config.run_dir, on_line=on_line, on_start=on_start)
-    return {"run_dir": str(config.run_dir), "run_id": result.get("run_id"),
-            "best_score": result["best_score"], "score_metric": result["score_metric"],
-            "global_step": result["global_step"], "train_seconds": result["train_seconds"],
-            "best_step": result["best_step"],
-            "resumed_from_step": result.get("resumed_from_step")}
+    keys = ("run_id", "best_score", "score_metric", "global_step", "train_seconds",
+            "best_step", "resumed_from_step", "world_size")
+    return {"run_dir": str(config.run_dir), **{key: result.get(key) for key in keys}}
 
 
 def train_experiment(run: RunRef, cached: dict[str, CachedTask] | None = None,
@@ -305,16 +313,18 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
 # -- register ---------------------------------------------------------------------------------
 def register(run: RunRef, evaluation: Evaluation | dict[str, Any],
              model_name: str = "multitask-bert", extra_tags: dict[str, str] | None = None,
-             on_info: Callable[[str], None] = log.info) -> dict[str, Any]:
+             on_info: Callable[[str], None] = log.info, promote: bool = True
+             ) -> dict[str, Any]:
     """Register the run's best model with the evaluated score and per-head scores; the
     result has the version, its aliases, the promotion decision (and the heads that
     regressed) and ``summary_markdown`` (for a run summary). The version, aliases and
-    decision go to ``on_info``."""
+    decision go to ``on_info``. ``promote=False`` registers a challenger only (a sweep's
+    trial)."""
     config = run_config(run)
     evaluated = evaluation.to_dict() if isinstance(evaluation, Evaluation) else evaluation
     registration = register_run(config.run_dir, model_name=model_name, config=config,
                                 score=evaluated["score"], extra_tags=extra_tags,
-                                head_scores=evaluated.get("head_scores"))
+                                head_scores=evaluated.get("head_scores"), promote=promote)
     on_info(f"registered {registration['model_name']} version {registration['version']} "
             f"(aliases: {', '.join(registration['aliases']) or 'none'}): "
             f"{registration['reason']}")
@@ -333,14 +343,16 @@ def register_run(
     score: float | None = None,
     extra_tags: dict[str, str] | None = None,
     head_scores: dict[str, dict[str, Any]] | None = None,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Register a finished run's ``best/`` model: log it as an MLflow pyfunc (signature,
     an input example per task), create a registry version (alias ``challenger``, a
     description of its tasks, heads, labels and scores) and move ``champion`` when its score
     is at least the champion's on the same validation data and no head's major metric fell
     more than ``promotion.max_head_regression`` below the champion's (re-scoring the
-    champion if the data changed). Works later and alone, e.g. after the tracking server was
-    down (the per-head scores then come from ``metrics.json``)."""
+    champion if the data changed; never with ``promote=False``). Works later and alone, e.g.
+    after the tracking server was down (the per-head scores then come from
+    ``metrics.json``)."""
     from multitask_bert.registry import log_model
     from multitask_bert.registry import register as register_version
     from multitask_bert.registry.signature import version_description
@@ -369,15 +381,6 @@ def register_run(
                           experiment_name=config.logging.experiment_name or config.name,
                           run_id=run_id, examples=_example_rows(config))
 
-    def rescore(champion_uri: str) -> tuple[float, dict[str, float]]:
-        log.info("re-scoring %s on today's validation data (the data changed, or it has no "
-                 "per-head scores)", champion_uri)
-        folder = download_model_folder(champion_uri, tracking_uri, run_dir / "champion")
-        champion_metrics = evaluate_saved_model(folder, config)
-        scored = {t: h for t, h in heads.items() if t in champion_metrics}
-        return (major_score(champion_metrics, config.training.early_stopping.metric, scored),
-                {k: v["value"] for k, v in head_major_scores(champion_metrics, scored).items()})
-
     result = register_version(
         model_uri,
         tracking_uri=tracking_uri,
@@ -385,10 +388,11 @@ def register_run(
         score=score,
         score_metric=config.training.early_stopping.metric,
         data_fingerprints=fingerprints,
-        config_hash=experiment_fingerprint(config, fingerprints),
+        config_hash=experiment_fingerprint(config, fingerprints,
+                                           world_size=metrics.get("world_size") or 1),
         git_commit=git_commit(),
         extra_tags={"run_dir": str(run_dir), **(extra_tags or {})},
-        rescore_champion=rescore,
+        rescore_champion=_rescorer(config, tracking_uri, run_dir / "champion"),
         head_scores={k: v["value"] for k, v in head_scores.items()},
         lower_is_better_heads=tuple(k for k, v in head_scores.items()
                                     if not v["higher_is_better"]),
@@ -396,6 +400,7 @@ def register_run(
         description=version_description(config.tasks, _label_vocab(run_dir / "best"),
                                         head_scores, score,
                                         config.training.early_stopping.metric),
+        promote=promote,
     )
     log.info("registered %s version %s (aliases: %s): %s", model_name, result.version,
              ", ".join(result.aliases), result.reason)
@@ -421,6 +426,54 @@ def _label_vocab(model_dir: Path) -> dict[str, dict[str, list[str]]]:
     from multitask_bert.models.multitask import CONFIG_FILE
 
     return json.loads((model_dir / CONFIG_FILE).read_text()).get("label_vocab", {})
+
+
+def _rescorer(config: ExperimentConfig, tracking_uri: str, work_dir: Path
+              ) -> Callable[[str], tuple[float, dict[str, float]]]:
+    """Scores a registered model on ``config``'s validation data (the champion, when the
+    data changed since it was scored, or it has no per-head scores): its major score and
+    every head's major metric."""
+    heads = {t.name: list(t.heads) for t in config.tasks}
+
+    def rescore(champion_uri: str) -> tuple[float, dict[str, float]]:
+        log.info("re-scoring %s on today's validation data (the data changed, or it has no "
+                 "per-head scores)", champion_uri)
+        folder = download_model_folder(champion_uri, tracking_uri, work_dir)
+        champion_metrics = evaluate_saved_model(folder, config)
+        scored = {t: h for t, h in heads.items() if t in champion_metrics}
+        return (major_score(champion_metrics, config.training.early_stopping.metric, scored),
+                {k: v["value"] for k, v in head_major_scores(champion_metrics, scored).items()})
+
+    return rescore
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+def open_sweep(config_path: str | Path, search_space: str | Path, **options: Any) -> Sweep:
+    """Open (create or continue) a hyper-parameter sweep: see
+    :meth:`multitask_bert.sweep.Sweep.open` for the options."""
+    return Sweep.open(config_path, search_space, **options)
+
+
+def promote_best(sweep: Sweep, model_name: str = "multitask-bert") -> dict[str, Any] | None:
+    """Apply the champion rule to the sweep's best trial's registered version (trials are
+    registered as challengers only) and record the outcome on the sweep's MLflow run.
+    Returns the registration (version, aliases, reason), or None without a best trial."""
+    from multitask_bert.registry import promote_version
+
+    best = sweep.best()
+    if best is None or best.version is None:
+        sweep.finish(best, None)
+        return None
+    config = sweep.trial_config(best)
+    uri = config.logging.tracking_uri or ""
+    rescore = _rescorer(config, uri, sweep.storage_path.parent / ".sweep-champion")
+    lower = [f"{t.name}/{h.name}" for t in config.tasks for h in t.heads
+             if h.major in head_type_class(h.type).lower_is_better]
+    result = promote_version(uri, model_name, best.version, rescore_champion=rescore,
+                             lower_is_better_heads=lower)
+    registration = {**result.to_dict(), "trial": best.number, "objective": best.objective}
+    sweep.finish(best, registration)
+    return registration
 
 
 def download_model_folder(model_uri: str, tracking_uri: str, dst: Path) -> Path:

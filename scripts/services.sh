@@ -148,7 +148,7 @@ start_worker() {
 }
 
 deploy_all() {
-  say "deploying prefect.yaml (train-multitask/local, /scheduled, /gpu; score-multitask/local)"
+  say "deploying prefect.yaml (train-multitask/local, /scheduled, /gpu; score-multitask/local; sweep-multitask/local)"
   (cd "$MTB_ROOT" && _prefect --no-prompt deploy --all) >"$MTB_LOGS/deploy.log" 2>&1 || {
     tail -n 40 "$MTB_LOGS/deploy.log" >&2
     die "prefect deploy --all failed ($MTB_LOGS/deploy.log)"

@@ -21,6 +21,8 @@ One concept per module:
 - ``version_tags``: the tags a version carries (score, data fingerprints, config hash).
 - ``promotion``: the promotion rule, pure (no MLflow).
 - ``registration``: :func:`register`, which writes a version, its tags and aliases.
+- ``challenger``: :func:`promote_version`, the champion rule applied to a version registered
+  earlier as a challenger only (a sweep's best trial).
 - ``lookup``: :func:`find_champion`, :func:`load_champion`.
 - ``store``: :func:`mlflow_store`, MLflow's process-wide URIs pointed at one store.
 
@@ -34,6 +36,7 @@ models logged before the split unpickle the class by that path (see ``pyfunc``).
 """
 
 from multitask_bert.registry.aliases import CHALLENGER, CHAMPION, DEFAULT_MODEL_NAME
+from multitask_bert.registry.challenger import promote_version
 from multitask_bert.registry.lookup import find_champion, load_champion
 from multitask_bert.registry.packaging import RUNTIME_DISTRIBUTIONS, log_model, pinned_requirements
 from multitask_bert.registry.promotion import PromotionDecision, decide_promotion
@@ -60,5 +63,6 @@ __all__ = [
     "mlflow_store",
     "pinned_requirements",
     "predict_rows",
+    "promote_version",
     "register",
 ]

@@ -13,6 +13,7 @@ from multitask_bert.registry.aliases import CHALLENGER, CHAMPION, DEFAULT_MODEL_
 from multitask_bert.registry.lookup import champion_model_version
 from multitask_bert.registry.promotion import (
     DEFAULT_MAX_HEAD_REGRESSION,
+    PromotionDecision,
     Rescored,
     decide_promotion,
 )
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 logger = logging.getLogger("multitask_bert.registry")  # one name for the package's messages
+
+CHALLENGER_ONLY = "not promoted: registered as challenger only (a sweep trial; the sweep applies "\
+                  "the champion rule to its best trial)"
 
 
 @dataclass
@@ -83,6 +87,7 @@ def register(
     lower_is_better_heads: tuple[str, ...] = (),
     max_head_regression: float = DEFAULT_MAX_HEAD_REGRESSION,
     description: str | None = None,
+    promote: bool = True,
 ) -> RegistrationResult:
     """Registers a logged model as a new version, sets ``challenger``, maybe ``champion``.
 
@@ -122,6 +127,9 @@ def register(
         lower_is_better_heads: heads of ``head_scores`` whose major metric is an error.
         max_head_regression: how far a head may fall below the champion's (0.01: a point).
         description: the version's description (tasks, heads, labels, scores).
+        promote: False registers a challenger only (a sweep's trial): ``champion`` does not
+            move, whatever the score; :func:`~multitask_bert.registry.challenger.promote_version`
+            applies the rule later.
 
     Raises:
         ValueError: for a score that is not a finite number.
@@ -165,7 +173,7 @@ def register(
                 rescore_champion, higher_is_better, head_scores=head_scores,
                 max_head_regression=max_head_regression,
                 lower_is_better_heads=lower_is_better_heads,
-            )
+            ) if promote else PromotionDecision(False, CHALLENGER_ONLY, None)
             promoted = "true" if decision.promote else "false"
             client.set_model_version_tag(model_name, number, "promoted", promoted)
             if not decision.promote:

@@ -1,8 +1,10 @@
 """Launch and supervise a training process: the flow's ``train`` step, without Prefect.
 
 ``run_training(run_dir)`` starts ``python -m multitask_bert train --run-dir <run_dir>`` on
-the run folder's resolved ``config.yaml``, streams its log lines to a callback, and turns
-its exit status into an outcome a retry policy can act on:
+the run folder's resolved ``config.yaml`` (under ``torchrun`` when the launch plan has more
+than one process: ``training.nproc_per_node`` and the nodes of
+:mod:`multitask_bert.training.torchrun`), streams its log lines (rank 0's) to a callback,
+and turns its exit status into an outcome a retry policy can act on:
 
 ==========  =====================================================================
 exit 0      the run folder's ``metrics.json`` (returned)
@@ -13,20 +15,36 @@ exit 3      :class:`TrainingOutOfMemory`: CUDA OOM; the run folder's config now 
 other       :class:`TrainingCrashed`: killed, preempted, crashed; a retry resumes from the
             newest checkpoint
 ==========  =====================================================================
+
+With ``MTB_KUBERNETES_LAUNCH`` set, the run trains as a multi-node Kubernetes job
+(:mod:`multitask_bert.training.kubernetes`), followed with the same exit codes.
+
+Under ``torchrun`` the same rules hold across ranks: the exit code is the one of the rank
+that failed first (``torchrun``'s root cause), so a user error or an OOM on any rank is
+classified as above, and a killed rank is a crash. On one node of a multi-node job the
+launcher leaves the OOM halving to the job's supervisor (every node would rewrite the shared
+config otherwise); it raises :class:`TrainingOutOfMemory` all the same.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from multitask_bert.config import RUN_CONFIG_FILE, ExperimentConfig
 from multitask_bert.errors import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR, MultitaskBertError
+from multitask_bert.training.kubernetes import LAUNCH_ENV, KubernetesLaunch, run_job
+from multitask_bert.training.torchrun import (
+    LaunchPlan,
+    decisive_failure,
+    rank_failures,
+    threads_per_process,
+)
 
 PID_FILE = "train.pid"
 """The running training process's PID, in the run folder (removed when it ends)."""
@@ -60,9 +78,38 @@ def halve_batch(config: ExperimentConfig) -> ExperimentConfig:
     })})
 
 
-def training_command(run_dir: Path) -> list[str]:
-    """The command that trains the resolved config of ``run_dir``."""
-    return [sys.executable, "-m", "multitask_bert", "train", "--run-dir", str(run_dir)]
+def training_command(run_dir: Path, plan: LaunchPlan | None = None) -> list[str]:
+    """The command that trains the resolved config of ``run_dir`` (under ``torchrun`` when
+    ``plan`` has more than one process)."""
+    return (plan or LaunchPlan()).command(
+        ["multitask_bert", "train", "--run-dir", str(run_dir)], run_dir)
+
+
+def launch_plan(config: ExperimentConfig, environ: dict[str, str] | None = None) -> LaunchPlan:
+    """The launch plan of a resolved config on this machine: ``training.nproc_per_node``
+    processes here, the nodes from the environment (``PET_NNODES``, ...)."""
+    return LaunchPlan.resolve(config.training.processes_per_node(), config.run_dir, environ)
+
+
+def kubernetes_launch() -> KubernetesLaunch | None:
+    """The Kubernetes job settings when ``MTB_KUBERNETES_LAUNCH`` names them (and this
+    process is not itself a node of a job), else None: train here."""
+    path = os.environ.get(LAUNCH_ENV)
+    if not path or os.environ.get("PET_NNODES"):
+        return None
+    try:
+        return KubernetesLaunch.load(path)
+    except MultitaskBertError as exc:
+        raise UserInputError(str(exc)) from None
+
+
+def planned_world_size(config: ExperimentConfig) -> int:
+    """How many processes will train ``config`` (all nodes), as the launcher would plan it
+    here; part of the experiment fingerprint."""
+    launch = kubernetes_launch()
+    if launch is not None:
+        return launch.nnodes * launch.processes_per_node(config.training.nproc_per_node)
+    return launch_plan(config).world_size
 
 
 def run_training(
@@ -91,13 +138,29 @@ def run_training(
         raise UserInputError(f"{run_dir}: no {RUN_CONFIG_FILE}; resolve and write the config "
                              "first (pipeline.resolve(...).write())")
     config = ExperimentConfig.load_run(run_dir)
-    command = training_command(run_dir)
+    launch = kubernetes_launch()
+    if launch is not None:  # every node is a pod of one Kubernetes job, followed from here
+        code, message = run_job(run_dir, launch, on_line=on_line, on_start=on_start,
+                                tracking_uri=config.logging.tracking_uri)
+        return classify_exit(code, message, run_dir, config)
+    try:
+        plan = launch_plan(config)
+    except MultitaskBertError as exc:
+        raise UserInputError(str(exc)) from None
+    command = training_command(run_dir, plan)
     env = dict(os.environ)
     if config.logging.tracking_uri:  # the real URI: the run folder's copy is redacted
         env["MLFLOW_TRACKING_URI"] = config.logging.tracking_uri
+    node = f"-node{plan.node_rank}" if plan.is_node_of_many else ""
+    pid_file = run_dir / PID_FILE.replace(".pid", f"{node}.pid")
+    if plan.distributed:  # every rank's error file, from this launch only
+        shutil.rmtree(plan.log_dir(run_dir), ignore_errors=True)
+        threads = threads_per_process(plan.nproc_per_node, env)
+        if threads:
+            env["OMP_NUM_THREADS"] = threads
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        (run_dir / PID_FILE).write_text(str(proc.pid))
+        pid_file.write_text(str(proc.pid))
         if on_start is not None:
             on_start(command)
         tail: list[str] = []
@@ -108,11 +171,29 @@ def run_training(
             if " INFO " in line or " WARNING " in line or " ERROR " in line:
                 on_line(line)
         code = proc.wait()
-    (run_dir / PID_FILE).unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
     message = "\n".join(tail[-12:])
+    failure = (decisive_failure(rank_failures(plan.log_dir(run_dir)),
+                                (EXIT_USER_ERROR, EXIT_OUT_OF_MEMORY))
+               if plan.distributed and code != 0 else None)
+    if failure is not None:  # any rank's user error, else OOM, as one process's code would
+        code, message = failure.exit_code, (
+            failure.message.partition(": ")[2] if failure.exit_code == EXIT_USER_ERROR
+            else f"{failure.message}\n{message}")
+    return classify_exit(code, message, run_dir, config, halve=not plan.is_node_of_many)
+
+
+def classify_exit(code: int, message: str, run_dir: Path, config: ExperimentConfig, *,
+                  halve: bool = True) -> dict[str, Any]:
+    """The outcome of a training process's (or job's) exit code (see the module docstring):
+    ``metrics.json`` on 0, else the exception to raise. ``halve``: rewrite the run folder's
+    config with half the per-device batch on an out-of-memory exit."""
     if code == EXIT_USER_ERROR:
         raise UserInputError(message)
     if code == EXIT_OUT_OF_MEMORY:
+        if not halve:
+            raise TrainingOutOfMemory(f"CUDA out of memory on this node; the job's "
+                                      f"supervisor halves the batch\n{message}")
         halvings = _read_int(run_dir / OOM_FILE) + 1
         halve_batch(config).write()
         (run_dir / OOM_FILE).write_text(str(halvings))
@@ -121,7 +202,10 @@ def run_training(
     if code != 0:
         raise TrainingCrashed(f"the training process exited with {code}; a retry resumes "
                               f"from the newest checkpoint in {run_dir}\n{message}")
-    return json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file() and not halve:  # a node whose ranks did not include rank 0,
+        return {}  # and whose view of the shared folder lags: the supervisor reads it
+    return json.loads(metrics.read_text())
 
 
 def _read_int(path: Path) -> int:

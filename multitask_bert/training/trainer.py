@@ -105,12 +105,14 @@ class Trainer:
         self._last_eval_step: int | None = None
         self._telemetry_batches: dict[str, list[Batch]] | None = None
         self._fingerprint = experiment_fingerprint(
-            config, {name: data.identity for name, data in train_datasets.items()})
+            config, {name: data.identity for name, data in train_datasets.items()},
+            world_size=self.dist.world_size)
         self.resumed_from: Path | None = None
         checkpoint, saved = self._find_checkpoint()
         self.logger = self._make_logger(logger, resume_run_id=saved.get("run_id"))
         self.result = TrainResult(score_metric=self.args.early_stopping.metric,
-                                  output_dir=str(self.output_dir), run_id=self.logger.run_id)
+                                  output_dir=str(self.output_dir), run_id=self.logger.run_id,
+                                  world_size=self.dist.world_size)
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -165,6 +167,15 @@ class Trainer:
         state; refuses checkpoints of another experiment."""
         checkpoint = latest_checkpoint(self.output_dir) if self.args.resume else None
         saved = json.loads((checkpoint / STATE_FILE).read_text()) if checkpoint else {}
+        saved_world = saved.get("result", {}).get("world_size") or 1
+        if saved and saved.get("fingerprint") != self._fingerprint and (
+                saved_world != self.dist.world_size):
+            raise ConfigError(
+                f"{self.output_dir} holds checkpoints of a run with {saved_world} training "
+                f"process(es), this one has {self.dist.world_size}: batch_size is per process, "
+                "so the global batch and the data plan differ. Run with the same number of "
+                "processes (training.nproc_per_node, nodes), or set training.resume=false to "
+                "start over")
         if saved and saved.get("fingerprint") != self._fingerprint:
             raise ConfigError(
                 f"{self.output_dir} holds checkpoints of a different experiment (config or "

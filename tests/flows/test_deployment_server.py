@@ -3,11 +3,13 @@
 Server and worker are subprocesses with their own PREFECT_HOME, on a free loopback port (never
 4200, where a user's server may run); `prefect --no-prompt deploy --all` registers the repo's
 prefect.yaml there, and `prefect deployment run train-multitask/local` trains a tiny random
-BERT on the sample tasks of tasks_data/. About a minute on 2 cores.
+BERT on the sample tasks of tasks_data/. About a minute on 2 cores; the sweep test (3 trials,
+one kill of the sweep) a few minutes more.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -323,3 +325,94 @@ def test_score_deployment_writes_parquet_and_a_rejects_file(stack: Stack) -> Non
     assert rejects[0]["reason"].startswith("row 3, field 'tokens': expected a list of words")
     logs = flow_run_logs(stack, flow_run_id)
     assert "scored 4/4 rows" in logs and '"rejected": 1' in logs
+
+
+def wait_final(stack: Stack, flow_run_id: str, timeout: float = RUN_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with stack.client() as client:
+            run = client.read_flow_run(flow_run_id)
+        if run.state is not None and run.state.type.value in FINAL_STATES:
+            return run
+        time.sleep(3)
+    raise AssertionError(f"flow run {flow_run_id} did not end in {timeout} s\n"
+                         f"{stack.log_tails(120)}")
+
+
+def run_id_of(created: subprocess.CompletedProcess) -> str:
+    return next(line.split("UUID:")[1].strip()
+                for line in created.stdout.splitlines() if "UUID:" in line)
+
+
+def test_sweep_runs_trials_on_the_pool_and_continues_after_a_kill(stack: Stack) -> None:
+    """sweep-multitask/local: 3 trials of a tiny BERT as train-multitask/local runs, 2 at a
+    time; the sweep is killed (SIGKILL, by its PID) once the first trial is told and run
+    again: the same study continues, no trial lost, none repeated."""
+    import optuna
+    from mlflow import MlflowClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    space = stack.root / "space.yaml"
+    space.write_text("parameters:\n"
+                     "  training.learning_rate: {low: 1.0e-4, high: 3.0e-3, log: true}\n"
+                     "  training.sampling: {choices: [round_robin, proportional]}\n")
+    overrides = tiny_params(stack.root)["params"]["overrides"]
+    params = {"params": {"config_path": "configs/quickstart.yaml", "search_space": str(space),
+                         "overrides": [o for o in overrides if not o.startswith("output_dir")]
+                         + [f"output_dir={stack.root}/runs/sweep"],
+                         "n_trials": 3, "parallelism": 2, "study_name": "sweep-it",
+                         "model_name": "sweep-test", "seed": 1}}
+    storage = f"sqlite:///{stack.root}/optuna.db"  # beside mlflow.db
+
+    first = run_id_of(stack.prefect("deployment", "run", "sweep-multitask/local",
+                                    "--params", json.dumps(params)))
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    told = []
+    while not told:
+        assert time.monotonic() < deadline, f"no trial finished\n{stack.log_tails(120)}"
+        with stack.client() as client:
+            sweep_run = client.read_flow_run(first)
+        assert sweep_run.state.type.value not in FINAL_STATES, stack.log_tails(120)
+        try:
+            study = optuna.load_study(study_name="sweep-it", storage=storage)
+            told = [t for t in study.trials if t.state.is_finished()]
+        except KeyError:  # the study does not exist yet
+            pass
+        time.sleep(1)
+    os.kill(int(sweep_run.infrastructure_pid), signal.SIGKILL)  # the sweep's own process
+    assert wait_final(stack, first, 60).state.type.value == "CRASHED"
+
+    second = run_id_of(stack.prefect("deployment", "run", "sweep-multitask/local",
+                                     "--params", json.dumps(params)))
+    run = wait_final(stack, second)
+    assert run.state.is_completed(), f"{run.state.message}\n{stack.log_tails(150)}"
+
+    study = optuna.load_study(study_name="sweep-it", storage=storage)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    with stack.client() as client:
+        trials = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(like_="sweep-it-trial-")))
+        artifacts = client.read_artifacts()
+    assert sorted(t.name for t in trials) == [f"sweep-it-trial-{n}" for n in range(3)]
+    assert all(t.state.is_completed() for t in trials)
+    # two trials ran side by side
+    spans = sorted((t.start_time, t.end_time) for t in trials)
+    assert any(a[1] > b[0] for a, b in itertools.pairwise(spans))
+    [table] = [a for a in artifacts if a.key == "sweep-trials" and a.flow_run_id == run.id]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert sorted(r["trial"] for r in rows) == [0, 1, 2]
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+
+    client = MlflowClient(f"sqlite:///{stack.root}/mlflow.db")
+    experiment = client.get_experiment_by_name("quickstart")
+    [parent] = client.search_runs([experiment.experiment_id],
+                                  "tags.sweep_study = 'sweep-it' and attributes.run_name "
+                                  "LIKE 'sweep %'")
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.tags["sweep_trial"] for c in children) == ["0", "1", "2"]
+    best = rows[0]
+    champion = client.get_model_version_by_alias("sweep-test", "champion")
+    assert str(champion.version) == str(best["version"])
+    assert parent.data.tags["best_trial"] == str(best["trial"])

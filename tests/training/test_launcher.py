@@ -70,7 +70,7 @@ def fake_child(monkeypatch, code: str) -> None:
     """A stand-in for the training process. FAKE, on purpose: a CUDA out-of-memory error
     cannot be caused on a CPU-only machine; the child exits the way the CLI does on one."""
     monkeypatch.setattr(launcher, "training_command",
-                        lambda run_dir: [sys.executable, "-c", code])
+                        lambda run_dir, plan=None: [sys.executable, "-c", code])
 
 
 def test_out_of_memory_halves_the_batch_in_the_run_config(task_dir, tmp_path, monkeypatch):
