@@ -264,7 +264,8 @@ def test_local_deployment_runs_on_the_worker(stack: Stack) -> None:
     champion = find_champion(f"sqlite:///{stack.root}/mlflow.db", "multitask-bert")
     assert champion is not None and champion["version"] == "1"
     # evaluate and register say in the run's logs what they found and decided
-    logs = flow_run_logs(stack, flow_run_id)
+    logs = flow_run_logs(stack, flow_run_id, expect=(
+        "registered multitask-bert version 1", "promoted: no champion yet"))
     assert "per-head major metrics" in logs and "news_tagging/ner" in logs
     assert "registered multitask-bert version 1 (aliases: challenger, champion)" in logs
     assert "promoted: no champion yet" in logs
@@ -277,13 +278,28 @@ def test_local_deployment_runs_on_the_worker(stack: Stack) -> None:
     assert "Completed" in watched.stdout and "registered multitask-bert version 1" in watched.stdout
 
 
-def flow_run_logs(stack: Stack, flow_run_id: str) -> str:
+def flow_run_logs(stack: Stack, flow_run_id: str, expect: tuple[str, ...] = (),
+                  timeout: float = 60) -> str:
+    """Every log line of a flow run, paged (the server caps one read at 200 entries), waiting
+    up to `timeout` for the lines in `expect`: a run's last logs reach the server after its
+    final state does, the worker ships them in batches."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    with stack.client() as client:
-        entries = client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    return "\n".join(entry.message for entry in entries)
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = []
+        with stack.client() as client:
+            while True:
+                page = client.read_logs(log_filter=LogFilter(
+                    flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                    limit=200, offset=len(entries))
+                entries.extend(page)
+                if len(page) < 200:
+                    break
+        text = "\n".join(entry.message for entry in entries)
+        if all(line in text for line in expect) or time.monotonic() > deadline:
+            return text
+        time.sleep(2)
 
 
 def test_score_deployment_writes_parquet_and_a_rejects_file(stack: Stack) -> None:
@@ -323,7 +339,7 @@ def test_score_deployment_writes_parquet_and_a_rejects_file(stack: Stack) -> Non
                (output.parent / "scored.rejects.jsonl").read_text().splitlines()]
     assert [(r["row"], r["input"]["id"]) for r in rejects] == [(3, "c")]
     assert rejects[0]["reason"].startswith("row 3, field 'tokens': expected a list of words")
-    logs = flow_run_logs(stack, flow_run_id)
+    logs = flow_run_logs(stack, flow_run_id, expect=("scored 4/4 rows", '"rejected": 1'))
     assert "scored 4/4 rows" in logs and '"rejected": 1' in logs
 
 
