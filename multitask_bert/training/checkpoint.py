@@ -8,24 +8,27 @@ A checkpoint folder ``<run>/checkpoints/step-<N>/`` holds:
 - ``trainer_state.json``: counters, the position in the epoch's data plan (the plan itself
   is a pure function of seed and epoch), early stopping, the metrics so far, the run id.
 
-It is written into a temporary folder and renamed into place; ``trainer_state.json`` is
-written last, so a folder without it is incomplete and ignored. The newest ``keep`` are kept.
+It is written into a temporary folder, fsynced and renamed into place
+(:func:`multitask_bert.atomic.building_dir`); ``trainer_state.json`` is written last, so a
+folder without it is incomplete and ignored. The newest ``keep`` are kept. A full disk
+raises :class:`~multitask_bert.errors.DiskFullError` and leaves the earlier checkpoints as
+they were.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
+
+from multitask_bert.atomic import building_dir, torch_save, tree_size
 
 log = logging.getLogger("multitask_bert.training")
 
@@ -61,23 +64,27 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     keep: int,
 ) -> Path:
-    """Write ``checkpoints/step-<step>`` atomically and prune to the newest ``keep``."""
+    """Write ``checkpoints/step-<step>`` atomically and prune to the newest ``keep``.
+
+    Raises:
+        DiskFullError: out of space; the checkpoints already there are untouched (none is
+            pruned) and no partial folder is left.
+    """
     root = run_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step:08d}.tmp-", dir=root))
-    try:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state()}, tmp / "state.pt")
-        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=1, default=float))
-        _fsync_dir(tmp)
-        if final.exists():  # the same step again (a resumed run): replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    for stale in root.glob(".step-*.tmp-*"):  # a killed writer's (one writer per run folder)
+        shutil.rmtree(stale, ignore_errors=True)
+    previous = latest_checkpoint(run_dir)
+    # about what it needs: the last checkpoint's size, else weights + optimizer state
+    # (AdamW: two moments per weight)
+    expected = tree_size(previous) if previous else 3 * _parameter_bytes(model)
+    with building_dir(final, prefix=f".step-{step:08d}.tmp-", expected_bytes=expected) as tmp:
+        save_model(model, str(tmp.path / "model.safetensors"))
+        torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state()}, tmp.path / "state.pt")
+        (tmp.path / STATE_FILE).write_text(json.dumps(trainer_state, indent=1, default=float))
+        tmp.commit()  # the same step again (a resumed run) replaces it
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -114,7 +121,5 @@ def load_checkpoint(
     return json.loads((path / STATE_FILE).read_text())
 
 
-def _fsync_dir(folder: Path) -> None:
-    for file in folder.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
+def _parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
