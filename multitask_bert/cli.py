@@ -314,7 +314,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics = pipeline.evaluate_saved_model(args.model, config, split=args.split)
     print(format_metrics_table(metrics, title=f"{args.split}: {args.model}"))
     if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2))
+        from multitask_bert.atomic import write_json_atomic
+
+        write_json_atomic(args.output, metrics)
     return 0
 
 

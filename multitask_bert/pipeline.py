@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from multitask_bert.atomic import write_json_atomic
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import META_FILE, CachedTask, compute_fingerprint
 from multitask_bert.data.prepare import load_datasets, load_split, prepare_data, prepare_task
@@ -302,7 +303,7 @@ def evaluate(run: RunRef, model_name: str = "multitask-bert",
             tracker.log_dict(metrics, "evaluation.json")
         finally:
             tracker.close()
-    (run_dir / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(run_dir / "evaluation.json", metrics)
     return Evaluation(metrics=metrics, score=score, champion=champion, table=table,
                       head_scores=head_scores,
                       baselines_markdown=comparison_markdown(report["comparison"])

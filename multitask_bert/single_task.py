@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from multitask_bert.atomic import write_json_atomic
+from multitask_bert.atomic import write_json_atomic, write_text_atomic
 from multitask_bert.config import ExperimentConfig
 from multitask_bert.data.cache import CachedTask
 from multitask_bert.evaluation.evaluator import Metrics
@@ -160,7 +160,7 @@ def write_comparison(
     markdown = comparison_markdown(rows)
     markdown_file = run_dir / BASELINES_DIR / "comparison.md"
     markdown_file.parent.mkdir(parents=True, exist_ok=True)
-    markdown_file.write_text(markdown + "\n")
+    write_text_atomic(markdown_file, markdown + "\n")
     if logger is not None:
         logger.log_dict(report, f"{BASELINES_DIR}/comparison.json")
         logger.log_artifact(markdown_file, BASELINES_DIR)

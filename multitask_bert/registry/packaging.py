@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
+from multitask_bert.atomic import disk_full_as_error, tree_size
 from multitask_bert.errors import ConfigError
 from multitask_bert.registry.pyfunc import MultitaskPyfunc
 from multitask_bert.registry.signature import example_row, model_signature
@@ -134,32 +135,42 @@ def log_model(
             artifact_location=artifact_location,
         )
         run_id = own_run.run_id
-    status = "FAILED"
+    status, logged = "FAILED", None
     try:
         with mlflow_store(tracking_uri):
             client = registry_client(tracking_uri)
-            experiment_id = client.get_run(run_id).info.experiment_id
+            run_info = client.get_run(run_id).info
+            experiment_id = run_info.experiment_id
             # The logged model is created here, not inside `log_model`, so that it belongs to
             # `run_id` without making that run the process's active run (`start_run` would
             # end it, FINISHED, on exit).
             logged = client.create_logged_model(
                 experiment_id, name=artifact_path, source_run_id=run_id
             )
-            info = mlflow.pyfunc.log_model(
-                name=artifact_path,
-                python_model=MultitaskPyfunc(),
-                artifacts={"model": str(model_dir.resolve()), "examples": str(examples_dir)},
-                code_paths=[str(_PACKAGE_DIR)],
-                pip_requirements=pinned_requirements(),
-                model_id=logged.model_id,
-                signature=model_signature(tasks),
-                input_example=rows,
-                # the load-time options and their defaults: MLflow ignores options at
-                # `load_model(..., model_config=...)` that the model was not logged with
-                model_config=dict(LOAD_OPTIONS),
-            )
+            # out of space (the artifact store, or MLflow's staging copy in the system temp):
+            # the logged model is marked FAILED below and no registry version points at it
+            target = _local_path(run_info.artifact_uri) or Path(tempfile.gettempdir())
+            with disk_full_as_error(target, tree_size(model_dir),
+                                    "the MLflow artifact location (or TMPDIR)"):
+                info = mlflow.pyfunc.log_model(
+                    name=artifact_path,
+                    python_model=MultitaskPyfunc(),
+                    artifacts={"model": str(model_dir.resolve()), "examples": str(examples_dir)},
+                    code_paths=[str(_PACKAGE_DIR)],
+                    pip_requirements=pinned_requirements(),
+                    model_id=logged.model_id,
+                    signature=model_signature(tasks),
+                    input_example=rows,
+                    # the load-time options and their defaults: MLflow ignores options at
+                    # `load_model(..., model_config=...)` that the model was not logged with
+                    model_config=dict(LOAD_OPTIONS),
+                )
             client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         status = "FINISHED"
+    except BaseException:
+        if logged is not None:
+            _mark_failed(tracking_uri, logged.model_id)
+        raise
     finally:
         shutil.rmtree(examples_root, ignore_errors=True)
         if own_run is not None:
@@ -167,3 +178,25 @@ def log_model(
     logger.info("logged model %s (run %s) at %s", info.model_uri, run_id,
                 redact_uri(tracking_uri))
     return info.model_uri
+
+
+def _local_path(uri: str) -> Path | None:
+    """The folder of a local artifact URI (``file:`` or a plain path), else None."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(uri) if not parsed.scheme else None
+
+
+def _mark_failed(tracking_uri: str, model_id: str) -> None:
+    """Best effort: a logged model whose packaging failed is FAILED, not PENDING."""
+    from mlflow.entities import LoggedModelStatus
+
+    try:
+        with mlflow_store(tracking_uri):
+            registry_client(tracking_uri).finalize_logged_model(model_id,
+                                                                LoggedModelStatus.FAILED)
+    except Exception as exc:  # the original error matters more
+        logger.debug("could not mark logged model %s FAILED: %s", model_id, exc)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from multitask_bert.atomic import write_text_atomic
 from multitask_bert.tracking.base import check_status, flatten_params, serialize_dict
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class TensorBoardLogger:
             raise ValueError(f"log_dict: {artifact_file!r} points outside {self.log_dir}")
         text = serialize_dict(obj, artifact_file)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        write_text_atomic(target, text)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Does nothing: TensorBoard has no artifact store, and the file stays where it is."""

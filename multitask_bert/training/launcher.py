@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from multitask_bert.atomic import write_text_atomic
 from multitask_bert.config import RUN_CONFIG_FILE, ExperimentConfig
 from multitask_bert.errors import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR, MultitaskBertError
 from multitask_bert.training.kubernetes import LAUNCH_ENV, KubernetesLaunch, run_job
@@ -196,7 +197,7 @@ def classify_exit(code: int, message: str, run_dir: Path, config: ExperimentConf
                                       f"supervisor halves the batch\n{message}")
         halvings = _read_int(run_dir / OOM_FILE) + 1
         halve_batch(config).write()
-        (run_dir / OOM_FILE).write_text(str(halvings))
+        write_text_atomic(run_dir / OOM_FILE, str(halvings))
         raise TrainingOutOfMemory(f"CUDA out of memory; retrying with a per-device batch "
                                   f"halved {halvings} time(s)\n{message}")
     if code != 0:
