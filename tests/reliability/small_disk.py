@@ -5,7 +5,8 @@ and a kernel that allows it; this project's dev machines do), unmounted at teard
 "balloon" file takes all but ``n`` bytes of it, so the next write that needs more fails with
 the kernel's own ``ENOSPC``, through torch, safetensors, pyarrow and Python's file objects.
 
-Where ``mount`` is refused (an unprivileged CI container), a fake stands in and says so: a
+Where ``mount`` is refused (an unprivileged CI container), or with ``MTB_FAKE_SMALL_DISK=1``
+set, a fake stands in and says so: a
 warning names the reason, and ``SmallDisk.real`` is False. The fake replaces ``os.fsync``
 (every writer of :mod:`multitask_bert.atomic` fsyncs before it renames) with one that raises
 ``OSError(ENOSPC)`` once the files under the folder exceed the disk's capacity, counted at
@@ -113,7 +114,9 @@ def mount_small_disk(parent: Path):
     path = parent / "small-disk"
     path.mkdir()
     why = ""
-    if os.geteuid() != 0:
+    if os.environ.get("MTB_FAKE_SMALL_DISK"):  # to exercise the fake where mount works
+        why = "MTB_FAKE_SMALL_DISK is set"
+    elif os.geteuid() != 0:
         why = "not root: cannot mount a tmpfs"
     else:
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m", "tmpfs",
