@@ -99,7 +99,7 @@ class SmallDisk:
         monkeypatch.setenv("MTB_FAKE_DISK", env["MTB_FAKE_DISK"])
         monkeypatch.setenv("MTB_FAKE_DISK_BYTES", env["MTB_FAKE_DISK_BYTES"])
         original = os.fsync
-        exec(_FAKE_SITECUSTOMIZE, namespace)  # noqa: S102 - our own module text, above
+        exec(_FAKE_SITECUSTOMIZE, namespace)  # our own module text, above
         faked = os.fsync
         os.fsync = original  # the exec patched it for good; let monkeypatch own the patch
         monkeypatch.setattr(os, "fsync", faked)
