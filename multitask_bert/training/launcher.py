@@ -8,7 +8,10 @@ and turns its exit status into an outcome a retry policy can act on:
 
 ==========  =====================================================================
 exit 0      the run folder's ``metrics.json`` (returned)
-exit 2      :class:`UserInputError`: bad config or data; retrying cannot help
+exit 2      :class:`UserInputError`: bad config or data, or a full disk
+            (:class:`~multitask_bert.errors.DiskFullError`: its message names the path
+            and the space needed); retrying cannot help until someone acts, and the
+            checkpoint stays valid, so a later run resumes from it
 exit 3      :class:`TrainingOutOfMemory`: CUDA OOM; the run folder's config now has
             half the per-device batch and twice the accumulation (same effective batch),
             so a retry fits
