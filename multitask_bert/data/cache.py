@@ -39,8 +39,9 @@ from multitask_bert.tasks import SPLITS, TaskSpec
 
 logger = logging.getLogger("multitask_bert.data")
 
-CACHE_FORMAT_VERSION = 1
-"""Bump when the table layout or the encoding changes: every old entry then misses."""
+CACHE_FORMAT_VERSION = 2
+"""Bump when the table layout or the encoding changes: every old entry then misses.
+2: token tasks gained the ``num_words_truncated`` column."""
 
 META_FILE = "meta.json"
 _TEMP_PREFIX = ".building-"

@@ -9,14 +9,15 @@ The table of one split (what the trainer reads; exact column names):
   the vocabulary; regression float32; tagging list<int32> aligned to sub-words, the word's label
   on its *first* sub-word and -100 on every other position (special tokens, continuations).
 * token tasks only: ``word_label__<head>`` list<int32>, the word-level gold ids of *every* word
-  (truncated ones included, so word-level metrics see the whole sentence); ``num_words`` and
-  ``num_words_kept`` int32 (words that have a label position).
+  (truncated ones included, so word-level metrics see the whole sentence); ``num_words``,
+  ``num_words_kept`` (words that have a label position) and ``num_words_truncated`` (words
+  cut off by ``max_length``), int32.
 
 Stats per split: ``examples``, ``truncated_examples``, ``truncated_words`` (token tasks: words
 cut off by ``max_length``; sequence tasks count examples whose sub-words were cut and report 0
 words) and ``empty_words``: words the tokenizer turns into no sub-word at all (e.g. a lone
 zero-width space). Such a word is not truncated; it just has no label position, so it counts
-in ``num_words`` but not in ``num_words_kept``.
+in ``num_words`` but in neither ``num_words_kept`` nor ``num_words_truncated``.
 """
 
 from __future__ import annotations

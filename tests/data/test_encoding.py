@@ -117,6 +117,7 @@ def test_truncation_counts_words_and_keeps_all_word_labels(tokenizer, max_length
     assert first["length"] == max_length
     assert first["word_label__ner"] == [2, 0, 1]
     assert (first["num_words"], first["num_words_kept"]) == (3, kept)
+    assert first["num_words_truncated"] == 3 - kept
     assert stats["truncated_words"] == 3 - kept
     assert stats["truncated_examples"] == (1 if kept < 3 else 0)
     assert stats["empty_words"] == 0
@@ -129,13 +130,14 @@ def test_word_without_subwords_counts_as_empty_not_truncated(tokenizer):
     row = table.to_pylist()[0]
     assert row["label__ner"] == [X, 2, 1, X]
     assert row["word_label__ner"] == [2, 0, 1]
-    assert (row["num_words"], row["num_words_kept"]) == (3, 2)
+    assert (row["num_words"], row["num_words_kept"], row["num_words_truncated"]) == (3, 2, 0)
     assert stats == {"examples": 1, "truncated_examples": 0, "truncated_words": 0, "empty_words": 1}
     # cut and empty together: "b" and "c" are truncated, the trailing zero-width word is empty
-    _, stats = encode(
+    table, stats = encode(
         [tok_example(["a", "b", "c", "\u200b"], ["O"] * 4)], task, tokenizer, max_length=3
     )
     assert stats == {"examples": 1, "truncated_examples": 1, "truncated_words": 2, "empty_words": 1}
+    assert table.to_pylist()[0]["num_words_truncated"] == 2
 
 
 def test_several_heads_and_custom_words_field(tokenizer):
@@ -193,6 +195,7 @@ def test_token_table_schema(tokenizer):
             ("word_label__pos", pa.list_(pa.int32())),
             ("num_words", pa.int32()),
             ("num_words_kept", pa.int32()),
+            ("num_words_truncated", pa.int32()),
         ]
     )
 
