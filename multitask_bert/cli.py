@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from multitask_bert.errors import EXIT_OUT_OF_MEMORY, EXIT_USER_ERROR, MultitaskBertError
 
@@ -348,19 +349,46 @@ def _read_rows(args: argparse.Namespace) -> list[dict]:
         return [{"text_a": args.text[0], "text_b": args.text_b}]
     rows = [{"text": text} for text in args.text]
     if args.input:
-        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        stream = sys.stdin.buffer if args.input == "-" else _open_input(args.input)
         with stream:
-            for number, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
+            for number, raw in enumerate(stream, 1):
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{args.input}:{number}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{args.input}:{number}: each line must be a JSON object")
-                rows.append(row)
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{args.input}:{number}: not valid UTF-8 ({exc.reason} at "
+                                    f"byte {exc.start}). Re-save the file as UTF-8") from None
+                if line.strip():
+                    rows.append(_parse_row(args.input, number, line))
     return rows
+
+
+def _open_input(name: str) -> BinaryIO:
+    """``--input`` opened for reading; a missing or unreadable file is a user error."""
+    from multitask_bert.errors import DataError
+
+    path = Path(name)
+    fix = "Give the path of a JSONL file (one JSON object a line), or '-' to read stdin"
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"--input {name}: file not found (resolved: {path.resolve()}). "
+                        f"{fix}") from None
+    except IsADirectoryError:
+        raise DataError(f"--input {name}: is a folder, not a file. {fix}") from None
+    except OSError as exc:
+        raise DataError(f"--input {name}: cannot read it ({exc.strerror}). {fix}") from None
+
+
+def _parse_row(name: str, number: int, line: str) -> dict:
+    from multitask_bert.errors import DataError
+
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{name}:{number}: invalid JSON ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{name}:{number}: each line must be a JSON object")
+    return row
 
 
 if __name__ == "__main__":

@@ -451,6 +451,34 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
 
 
+PROJECT_TASKS_DIR = Path(__file__).resolve().parents[1] / "tasks_data"
+"""The sample tasks that ship with the project (``tasks_data/`` of the checkout this package
+is installed from): the last place a bare task name is looked up."""
+
+
+def task_candidates(entry: str, base_dir: Path) -> list[tuple[Path, str]]:
+    """Where a task reference is looked up, in order, each with why it is tried.
+
+    A path (``tasks_data/x.yaml``, ``../x.yaml``) is relative to the config's folder, then to
+    the working folder. A bare name (``news_tagging``, or ``news_tagging.yaml``) is
+    ``<name>.yaml`` next to the config, then in a ``tasks_data/`` folder beside the config or
+    beside its folder (``configs/`` next to ``tasks_data/``), then in ``./tasks_data/``, and
+    last in the project's own ``tasks_data/`` (its sample tasks), so a config anywhere can name
+    them.
+    """
+    if "/" in entry or os.sep in entry:
+        return [(base_dir / entry, "relative to the config"),
+                (Path.cwd() / entry, "relative to the working folder")]
+    name = entry if entry.endswith((".yaml", ".yml")) else f"{entry}.yaml"
+    return [
+        (base_dir / name, "next to the config"),
+        (base_dir / "tasks_data" / name, "the config's tasks_data/"),
+        (base_dir.parent / "tasks_data" / name, "tasks_data/ beside the config's folder"),
+        (Path.cwd() / "tasks_data" / name, "the working folder's tasks_data/"),
+        (PROJECT_TASKS_DIR / name, "the project's own tasks_data/"),
+    ]
+
+
 def _resolve_task(
     entry: Any, base_dir: Path, source: str, index: int, task_files: list[str]
 ) -> Any:
@@ -463,23 +491,30 @@ def _resolve_task(
             f"{source}: tasks[{index}] must be a task name, a path to a task YAML, or an "
             f"inline mapping; got {type(entry).__name__}"
         )
-    name = entry if entry.endswith((".yaml", ".yml")) else f"{entry}.yaml"
-    candidates = [
-        base_dir / entry,
-        Path.cwd() / entry,
-        base_dir / "tasks_data" / name,
-        base_dir.parent / "tasks_data" / name,
-        Path.cwd() / "tasks_data" / name,
-    ]
-    for candidate in candidates:
+    candidates = task_candidates(entry, base_dir)
+    for candidate, _ in candidates:
         if candidate.is_file():
             data = _read_yaml(candidate)
             if not isinstance(data, dict):
                 raise ConfigError(f"{candidate}: a task file must be a mapping")
             task_files.append(str(candidate))
             return {**data, "base_dir": str(candidate.parent.resolve())}
-    tried = "\n  ".join(str(c) for c in dict.fromkeys(candidates))
-    raise ConfigError(f"{source}: tasks[{index}]: task {entry!r} not found; tried:\n  {tried}")
+    tried, seen = [], set()
+    for candidate, why in candidates:
+        path = candidate.resolve()
+        if path not in seen:
+            seen.add(path)
+            tried.append(f"{path} ({why})")
+    known = sorted(p.stem for p in PROJECT_TASKS_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(entry.removesuffix(".yaml"), known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    shipped = f" The project's tasks: {', '.join(known)}." if known else ""
+    raise ConfigError(
+        f"{source}: tasks[{index}]: task {entry!r} not found; tried, in this order:\n  "
+        + "\n  ".join(tried)
+        + f"\nGive the path of its task YAML (relative to the config), or put "
+        f"{candidates[0][0].name!r} in one of those folders.{hint}{shipped}"
+    )
 
 
 def _parse_override(override: str) -> tuple[list[str], Any]:

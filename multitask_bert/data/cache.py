@@ -7,11 +7,13 @@ a changed data file, task spec, tokenizer or ``max_length`` gets a new entry and
 one is reused, wherever its files have moved.
 
 Entries are built in a temporary folder next to their final place and renamed into place
-(atomic on one file system), under an exclusive ``fcntl.flock`` on ``<fingerprint>.lock``:
-two processes tokenising the same task at once build it once, and a crash or an error leaves
-no partial entry behind (leftover temporary folders are removed by the next build). A full
-disk raises :class:`~multitask_bert.errors.DiskFullError` (the entry's path, the space it
-needs, ``cache_dir`` to move it); the entries already there stay valid.
+(atomic on one file system), under an exclusive ``fcntl.flock`` on ``<fingerprint>.lock``, a
+file that lives only while a build holds it: two processes tokenising the same task at once
+build it once, and a crash or an error leaves no partial entry and no lock file behind
+(leftover temporary folders are removed by the next build; a lock file left by a killed
+process is reused and then removed). A full disk raises
+:class:`~multitask_bert.errors.DiskFullError` (the entry's path, the space it needs,
+``cache_dir`` to move it); the entries already there stay valid.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from multitask_bert.tasks import SPLITS, TaskSpec
 
 logger = logging.getLogger("multitask_bert.data")
 
-CACHE_FORMAT_VERSION = 1
-"""Bump when the table layout or the encoding changes: every old entry then misses."""
+CACHE_FORMAT_VERSION = 2
+"""Bump when the table layout or the encoding changes: every old entry then misses.
+2: token tasks gained the ``num_words_truncated`` column."""
 
 META_FILE = "meta.json"
 _TEMP_PREFIX = ".building-"
@@ -244,13 +247,33 @@ def tokenize_and_cache(
 
 @contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
-    # The lock file stays: deleting it would race with a process that has just opened it.
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    """Hold an exclusive ``flock`` on ``path`` and remove the file when done.
+
+    The file is removed while the lock is still held, so a process that opened it before the
+    removal finds, once it gets the lock, that ``path`` is gone (or is a newer file): it opens
+    ``path`` again and waits on that one. Whoever holds the lock on the file that ``path``
+    names is alone; no empty lock file stays in the cache.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:  # the holder before us removed it: lock the new one
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)  # before unlocking: see above
+        except FileNotFoundError:  # removed by hand meanwhile
+            pass
+        os.close(fd)  # releases the lock
 
 
 def _load_entry(entry: Path, task_name: str) -> CachedTask | None:

@@ -9,18 +9,21 @@ The table of one split (what the trainer reads; exact column names):
   the vocabulary; regression float32; tagging list<int32> aligned to sub-words, the word's label
   on its *first* sub-word and -100 on every other position (special tokens, continuations).
 * token tasks only: ``word_label__<head>`` list<int32>, the word-level gold ids of *every* word
-  (truncated ones included, so word-level metrics see the whole sentence); ``num_words`` and
-  ``num_words_kept`` int32 (words that have a label position).
+  (truncated ones included, so word-level metrics see the whole sentence); ``num_words``,
+  ``num_words_kept`` (words that have a label position) and ``num_words_truncated`` (words
+  cut off by ``max_length``), int32.
 
 Stats per split: ``examples``, ``truncated_examples``, ``truncated_words`` (token tasks: words
 cut off by ``max_length``; sequence tasks count examples whose sub-words were cut and report 0
 words) and ``empty_words``: words the tokenizer turns into no sub-word at all (e.g. a lone
 zero-width space). Such a word is not truncated; it just has no label position, so it counts
-in ``num_words`` but not in ``num_words_kept``.
+in ``num_words`` but in neither ``num_words_kept`` nor ``num_words_truncated``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +48,8 @@ __all__ = [
     "table_schema",
 ]
 
+logger = logging.getLogger("multitask_bert.data")
+
 CHUNK_SIZE = 1000
 """Examples per batched tokenizer call."""
 
@@ -61,7 +66,9 @@ def build_label_vocab(task: TaskSpec, train_examples: list[dict[str, Any]]) -> d
 
     ``head.labels`` from the task YAML when given (in that order), else the sorted unique
     labels of the train split (numerically when every label is an integer, so ``"2"`` comes
-    before ``"10"``).
+    before ``"10"``). A vocabulary read from the data is logged: its size, and each label seen
+    fewer than :data:`RARE_LABEL_COUNT` times with its count and first line, since a typo in
+    a tag becomes a class of its own there instead of an error.
     """
     vocab: dict[str, list[str]] = {}
     for head in task.heads:
@@ -71,16 +78,46 @@ def build_label_vocab(task: TaskSpec, train_examples: list[dict[str, Any]]) -> d
         if head.labels is not None:
             vocab[head.name] = list(head.labels)
             continue
-        seen: set[str] = set()
+        counts: Counter[str] = Counter()
+        first: dict[str, str] = {}
         for example in train_examples:
-            seen.update(kind.labels_in(example[head.field]))
-        if not seen:
+            labels = kind.labels_in(example[head.field])
+            counts.update(labels)
+            for label in labels:
+                first.setdefault(label, example.get(LOCATION_KEY, "?"))
+        if not counts:
             raise DataError(
                 f"task {task.name!r}, head {head.name!r}: the train split holds no label at all; "
                 f"list the labels under `labels:` of head {head.name!r} in the task YAML"
             )
-        vocab[head.name] = sorted_labels(seen)
+        vocab[head.name] = sorted_labels(set(counts))
+        _log_vocabulary(task, head.name, vocab[head.name], counts, first)
     return vocab
+
+
+RARE_LABEL_COUNT = 3
+"""A label read from train data seen fewer times than this is logged with its first line."""
+
+
+def _log_vocabulary(task: TaskSpec, head: str, labels: list[str], counts: Counter[str],
+                    first: dict[str, str]) -> None:
+    logger.info("%s/%s: %d labels read from the train split (no `labels:` in the task YAML): %s",
+                task.name, head, len(labels), _few(labels))
+    rare = [label for label in labels if counts[label] < RARE_LABEL_COUNT]
+    if not rare:
+        return
+    source = task.resolve_path(task.train) if task.train else "train"
+    seen = [f"{label!r} {counts[label]}x (first: {first[label]})" for label in rare]
+    logger.warning(
+        "%s/%s: %d of %d labels occur fewer than %d times in %s: %s. Each is a class of its "
+        "own; if one is a typo, fix the rows, or list the labels under `labels:` of head %r in "
+        "the task YAML so that an unknown label is an error",
+        task.name, head, len(rare), len(labels), RARE_LABEL_COUNT, source, _few(seen), head)
+
+
+def _few(items: list[str]) -> str:
+    return ", ".join(items[:_FEW_LABELS]) + (
+        f", ... ({len(items)} in all)" if len(items) > _FEW_LABELS else "")
 
 
 def sorted_labels(labels: set[str] | list[str]) -> list[str]:
@@ -106,23 +143,35 @@ class _UnknownLabels:
         self.source_name, self.split_name = source_name, split_name
 
     def error(self, examples: list[dict[str, Any]], head: HeadType) -> DataError:
-        """The error for the first label of ``head`` in ``examples`` not in its vocabulary."""
+        """The error for the first label of ``head`` in ``examples`` (a split) not in its
+        vocabulary; with a vocabulary read from train, it counts every such label."""
         spec, vocab = head.spec, head.labels
+        unknown: Counter[str] = Counter()
+        where = None
         for example in examples:
             for label in head.labels_in(example[spec.field]):
-                if label in head.label_ids:
-                    continue
-                where = example.get(LOCATION_KEY, "?")
-                known = ", ".join(vocab[:_FEW_LABELS]) + (
-                    f", ... ({len(vocab)} in all)" if len(vocab) > _FEW_LABELS else ""
-                )
-                return DataError(
-                    f"{self.source_name}, {where}, field {spec.field!r}: label {label!r} of head "
-                    f"{spec.name!r} ({self.split_name} split) is not in the label vocabulary "
-                    f"(known: {known}). Add it to `labels:` of head {spec.name!r} in the task "
-                    "YAML, or fix the row."
-                )
-        raise AssertionError("no unknown label")  # pragma: no cover
+                if label not in head.label_ids:
+                    unknown[label] += 1
+                    where = where or (example.get(LOCATION_KEY, "?"), label)
+        if where is None:  # pragma: no cover
+            raise AssertionError("no unknown label")
+        location, label = where
+        at = f"{self.source_name}, {location}, field {spec.field!r}: label {label!r} of head " \
+             f"{spec.name!r} ({self.split_name} split)"
+        if spec.labels is not None:
+            return DataError(
+                f"{at} is not in the label vocabulary (known: {_few(vocab)}). Add it to "
+                f"`labels:` of head {spec.name!r} in the task YAML, or fix the row."
+            )
+        others = ", ".join(f"{name!r} {count}x" for name, count in unknown.most_common(5))
+        return DataError(
+            f"{at} does not occur in the train split, which this head's labels come from (no "
+            f"`labels:` in the task YAML; train has: {_few(vocab)}). Labels of the "
+            f"{self.split_name} split missing from train: {others}. Fix the row, add train "
+            f"examples with the label, or list every label under `labels:` of head "
+            f"{spec.name!r} in the task YAML (a label without train examples is then never "
+            "learnt)."
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,7 +250,7 @@ def encode_split(
                 try:
                     columns.update(head.encode([ex[head.spec.field] for ex in chunk], alignment))
                 except KeyError:
-                    raise unknown.error(chunk, head) from None
+                    raise unknown.error(examples, head) from None  # the whole split
             columns["example_id"] = pa.array(np.arange(start, start + len(chunk), dtype=np.int32))
             tables.append(
                 pa.Table.from_pydict({name: columns[name] for name in schema.names}, schema=schema)

@@ -28,6 +28,16 @@ __all__ = [
 ]
 
 
+_EMPTY_SPLIT_FIX = {
+    # every task needs a train split (TaskSpec refuses one without): no "remove it" there
+    "train": "Fill it, or point `train:` in the task YAML at a file that has examples (a task "
+             "cannot do without a train split: the model learns it from it).",
+    "validation": "Fill it, or remove `validation:` from the task YAML (the task is then not "
+                  "evaluated; `holdout_fraction: 0.1` instead holds out part of train).",
+    "test": "Fill it, or remove `test:` from the task YAML.",
+}
+
+
 def input_fields(task: TaskSpec, first_example: dict[str, Any]) -> list[str]:
     """Names of the input fields of a task's examples.
 
@@ -63,8 +73,7 @@ def read_split(
     if not rows:
         raise DataError(
             f"{path}: no examples in the {split} split of task {task.name!r} (the source is "
-            f"empty or holds only blank/comment lines). Fill it, or remove `{split}:` from "
-            f"the task YAML."
+            f"empty or holds only blank/comment lines). {_EMPTY_SPLIT_FIX[split]}"
         )
     fields = input_fields(task, rows[0][1] if isinstance(rows[0][1], dict) else {})
     validate = RowValidator(task, fields, path)

@@ -78,7 +78,8 @@ def reject_null(raw: RawLabel, head: str) -> Any:
     if raw.value is None:
         raise raw.fail(
             f"null label for head {head!r} (an unlabeled row, as in GLUE test splits)",
-            "Give the row a label, or leave this split out of the task YAML",
+            "Give the row a label, or, for a validation or test split, leave this split out "
+            "of the task YAML (train is required)",
         )
     return raw.value
 

@@ -236,7 +236,8 @@ class TaggingHead(HeadType):
                                   count=len(word_gold[index])))
             gold.append([self.labels[i] for i in word_gold[index]])
         predicted = [self.metric_value(p) for p in self.decode(logits, words)]
-        truncated = sum(w.count - len(w.firsts) for w in words)
+        # words cut off by max_length, not the empty ones (no sub-word, so no position either)
+        truncated = sum(dataset.columns["num_words_truncated"][i] for i in batch.indices)
         return gold, predicted, {"truncated_words": float(truncated)}
 
     def metric_value(self, prediction: Any) -> list[str]:

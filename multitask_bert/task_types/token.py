@@ -54,8 +54,10 @@ class TokenSplit:
 
 @register_task_type
 class TokenTask(TaskType):
-    """Input ``tokens`` (a list of words). Cache columns ``num_words`` and
-    ``num_words_kept`` (words that have a label position) beside the heads' columns."""
+    """Input ``tokens`` (a list of words). Cache columns ``num_words``, ``num_words_kept``
+    (words that have a label position) and ``num_words_truncated`` (words cut off by
+    ``max_length``; the rest of the words without a position are empty ones, which the
+    tokenizer turns into no sub-word) beside the heads' columns."""
 
     name = "token"
     column_files = True
@@ -105,7 +107,8 @@ class TokenTask(TaskType):
         return f'{{"{fields[0]}": [...], {tags}}}'
 
     def fields(self, task: TaskSpec) -> list[pa.Field]:
-        fields = [pa.field("num_words", pa.int32()), pa.field("num_words_kept", pa.int32())]
+        fields = [pa.field("num_words", pa.int32()), pa.field("num_words_kept", pa.int32()),
+                  pa.field("num_words_truncated", pa.int32())]
         if task.word_shape:
             fields.append(pa.field(WORD_SHAPE_COLUMN, pa.list_(pa.int8())))
         return fields
@@ -130,16 +133,19 @@ class TokenTask(TaskType):
         state: TokenSplit = split_state or TokenSplit(word_shape=False, document_context=False)
         word_lists = [example[fields[0]] for example in chunk]
         if state.document_context:
-            rows, row_firsts = _with_context(state, start, word_lists, max_length, stats)
+            rows, row_firsts, truncated = _with_context(state, start, word_lists, max_length,
+                                                        stats)
         else:
             rows = backend.encode_batch(word_lists, is_pretokenized=True, add_special_tokens=True)
-            row_firsts = []
+            row_firsts, truncated = [], []
             for words, encoding in zip(word_lists, rows, strict=True):
                 firsts = first_subword_positions(encoding.word_ids)
+                cut = 0
                 if len(firsts) < len(words):
-                    _count_missing_words(encoding.word_ids, encoding.overflowing, firsts,
-                                         len(words), 0, stats)
+                    cut = _count_missing_words(encoding.word_ids, encoding.overflowing, firsts,
+                                               len(words), 0, stats)
                 row_firsts.append(firsts)
+                truncated.append(cut)
         columns, offsets = input_columns(rows, pairs=False)
         num_words = np.fromiter(map(len, word_lists), dtype=np.int32, count=len(chunk))
         word_offsets = np.zeros(len(chunk) + 1, dtype=np.int32)
@@ -155,6 +161,7 @@ class TokenTask(TaskType):
         columns["num_words"] = pa.array(num_words)
         columns["num_words_kept"] = pa.array(np.fromiter(map(len, row_firsts), dtype=np.int32,
                                                           count=len(chunk)))
+        columns["num_words_truncated"] = pa.array(np.asarray(truncated, dtype=np.int32))
         alignment = ChunkAlignment(
             subword_offsets=offsets,
             word_offsets=word_offsets,
@@ -250,11 +257,13 @@ def _neighbours(state: TokenSplit, index: int, step: int, need: int) -> list[int
 
 
 def _with_context(state: TokenSplit, start: int, word_lists: list[list[str]], max_length: int,
-                  stats: dict[str, int]) -> tuple[list[_Row], list[list[tuple[int, int]]]]:
-    """The chunk's rows, each sentence between its document neighbours' sub-words."""
+                  stats: dict[str, int]
+                  ) -> tuple[list[_Row], list[list[tuple[int, int]]], list[int]]:
+    """The chunk's rows, each sentence between its document neighbours' sub-words, the
+    first sub-word positions of each and its number of truncated words."""
     assert state.sentences is not None
     budget = max_length - 2
-    rows, row_firsts = [], []
+    rows, row_firsts, truncated = [], [], []
     for index, words in enumerate(word_lists, start=start):
         sentence = state.sentences[index]
         kept, _, _ = fit_context(len(sentence.ids), 0, 0, budget)
@@ -268,10 +277,12 @@ def _with_context(state: TokenSplit, start: int, word_lists: list[list[str]], ma
                   for position, word in first_subword_positions(sentence.word_ids[:kept])]
         rows.append(_Row(ids))
         row_firsts.append(firsts)
+        cut = 0
         if len(firsts) < len(words):
-            _count_missing_words(sentence.word_ids, sentence.overflowing, firsts, len(words),
-                                 kept, stats)
-    return rows, row_firsts
+            cut = _count_missing_words(sentence.word_ids, sentence.overflowing, firsts,
+                                       len(words), kept, stats)
+        truncated.append(cut)
+    return rows, row_firsts, truncated
 
 
 def _rows_with_context(tokenizer: Any, rows: list[dict[str, Any]], word_lists: list[list[str]],
@@ -357,8 +368,9 @@ def _row_words(task: TaskSpec, row: dict[str, Any], number: int
 
 def _count_missing_words(word_ids: list[int | None], overflowing: list[Any],
                          firsts: list[tuple[int, int]], n_words: int, kept: int,
-                         stats: dict[str, int]) -> None:
-    """Split words without a label position into truncated ones and empty ones.
+                         stats: dict[str, int]) -> int:
+    """Split words without a label position into truncated ones and empty ones, add both to
+    ``stats`` and return the number of truncated ones.
 
     ``word_ids`` are the sentence's sub-words; with ``kept`` > 0, ``word_ids[kept:]`` were cut
     here (document context), besides what the tokenizer cut (``overflowing``)."""
@@ -371,3 +383,4 @@ def _count_missing_words(word_ids: list[int | None], overflowing: list[Any],
         stats["truncated_examples"] += 1
         stats["truncated_words"] += len(cut)
     stats["empty_words"] += n_words - len(kept_words) - len(cut)
+    return len(cut)

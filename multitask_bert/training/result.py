@@ -22,6 +22,9 @@ class TrainResult:
     epochs_completed: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    """Time in the training loop, summed over every process of a resumed training (each
+    checkpoint holds the sum so far; a killed process's time after its last checkpoint is
+    not counted)."""
     output_dir: str = ""
     run_id: str | None = None
     """The tracking run (MLflow run id) that holds this training's metrics."""

@@ -104,6 +104,8 @@ class Trainer:
         self._closed = False
         self._last_eval_step: int | None = None
         self._telemetry_batches: dict[str, list[Batch]] | None = None
+        # while train() runs: (when this process's loop started, train_seconds before it)
+        self._clock: tuple[float, float] | None = None
         self._fingerprint = experiment_fingerprint(
             config, {name: data.identity for name, data in train_datasets.items()},
             world_size=self.dist.world_size)
@@ -249,6 +251,8 @@ class Trainer:
                         disable=not args.progress_bar, dynamic_ncols=True, desc="train")
         started, act = time.perf_counter(), control.at_start(self.global_step, self.epoch)
         self._eta_origin = (started, self.global_step)  # for the ETA of the log lines
+        # train_seconds sums every process of a resumed run: the checkpoint holds the sum
+        self._clock = (started, self.result.train_seconds)
         self.model.train()
         while not act.stop:
             plan = self.epoch_plan(self.epoch)
@@ -292,7 +296,8 @@ class Trainer:
                     act = self._evaluate_and_checkpoint(
                         control.after_epoch(self.global_step, self.epoch))
         progress.close()
-        self.result.train_seconds += time.perf_counter() - started
+        self._update_train_seconds()
+        self._clock = None  # the final evaluation is not training time
         self._finish()
         return self.result
 
@@ -328,8 +333,17 @@ class Trainer:
             f"{task}'s data, or set training.max_grad_norm"
         )
 
+    def _update_train_seconds(self) -> None:
+        """``result.train_seconds``: what the resumed checkpoint held plus this process's
+        training loop so far (the time after the last checkpoint of a killed process is
+        lost with it)."""
+        if self._clock is not None:
+            started, before = self._clock
+            self.result.train_seconds = before + time.perf_counter() - started
+
     # -- checkpoints -------------------------------------------------------------------
     def _checkpoint(self) -> Path:
+        self._update_train_seconds()
         state = {
             "fingerprint": self._fingerprint,
             "global_step": self.global_step,
@@ -441,6 +455,7 @@ class Trainer:
         self.logger.log_artifact(self.output_dir / "metrics.json")
 
     def _write_metrics(self) -> None:
+        self._update_train_seconds()
         if self.dist.is_main:
             write_json_atomic(self.output_dir / "metrics.json", self.result.to_dict())
 

@@ -105,6 +105,29 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(tmp_path):
     assert main(["predict", "--model", str(tmp_path), "--task", "x", "--text", "hi"]) == 2
 
 
+def test_predict_input_that_is_missing_or_unreadable_is_one_message(tmp_path, capsys):
+    """Checked before the model loads: no model is needed to see the message."""
+    missing = tmp_path / "missing.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "multitask_bert", "predict", "--model",
+                           str(tmp_path), "--task", "x", "--input", str(missing)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2  # the CLI's user-error code
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --input {missing}: file not found (resolved: {missing}). Give the path of a "
+        "JSONL file (one JSON object a line), or '-' to read stdin"]
+
+    assert main(["predict", "--model", str(tmp_path), "--task", "x", "--input",
+                 str(tmp_path)]) == 2
+    assert f"--input {tmp_path}: is a folder, not a file" in capsys.readouterr().err
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    assert main(["predict", "--model", str(tmp_path), "--task", "x", "--input",
+                 str(latin)]) == 2
+    assert f"{latin}:2: not valid UTF-8" in capsys.readouterr().err
+
+
 def test_register_a_finished_run_later(trained, tmp_path, capsys):
     from multitask_bert.registry import find_champion
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from multitask_bert.config import PACKAGED_ENCODER, ExperimentConfig
+from multitask_bert.config import PACKAGED_ENCODER, PROJECT_TASKS_DIR, ExperimentConfig
 from multitask_bert.errors import ConfigError
 
 TASK = {
@@ -45,6 +45,39 @@ def test_task_reference_by_name_and_path(tmp_path):
 def test_missing_task_reference_lists_what_was_tried(tmp_path):
     with pytest.raises(ConfigError, match="task 'nope' not found; tried"):
         ExperimentConfig.load(write(tmp_path / "exp.yaml", {"tasks": ["nope"]}))
+
+
+def test_bare_name_outside_the_checkout_finds_the_projects_sample_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # neither the config nor the working folder is the checkout
+    cfg = ExperimentConfig.load(write(tmp_path / "elsewhere" / "exp.yaml",
+                                      {"tasks": ["news_tagging"]}))
+    task = cfg.tasks[0]
+    assert task.base_dir == str(PROJECT_TASKS_DIR)
+    assert Path(task.resolve_path(task.train)).is_file()
+
+
+def test_bare_name_next_to_the_config_comes_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = {**TASK, "name": "reviews"}  # shadows the project's sample task of that name
+    write(tmp_path / "exp" / "reviews.yaml", mine)
+    cfg = ExperimentConfig.load(write(tmp_path / "exp" / "exp.yaml", {"tasks": ["reviews"]}))
+    assert cfg.tasks[0].resolve_path(cfg.tasks[0].train) == str(tmp_path / "exp/data/train.jsonl")
+
+
+def test_bare_name_not_found_says_where_it_looked_in_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write(tmp_path / "exp" / "exp.yaml", {"tasks": ["news_taging"]})
+    with pytest.raises(ConfigError) as error:
+        ExperimentConfig.load(config)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"{config}: tasks[0]: task 'news_taging' not found; tried, in this order:"
+    assert lines[1:5] == [
+        f"  {tmp_path}/exp/news_taging.yaml (next to the config)",
+        f"  {tmp_path}/exp/tasks_data/news_taging.yaml (the config's tasks_data/)",
+        f"  {tmp_path}/tasks_data/news_taging.yaml (tasks_data/ beside the config's folder)",
+        f"  {PROJECT_TASKS_DIR}/news_taging.yaml (the project's own tasks_data/)",
+    ]
+    assert "Did you mean 'news_tagging'?" in lines[5]
 
 
 def test_typo_names_file_key_and_suggestion(tmp_path):

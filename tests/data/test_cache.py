@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import shutil
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ import transformers
 from multitask_bert.data.cache import (
     META_FILE,
     CachedTask,
+    _exclusive_lock,
     compute_fingerprint,
     tokenize_and_cache,
 )
@@ -177,6 +179,48 @@ def test_failing_build_leaves_nothing(data, tmp_path, tokenizer):
     with pytest.raises(DataError, match="label 'B-NEW' of head 'ner'"):
         tokenize_and_cache(make_task(data), tokenizer, max_length=16, cache_dir=cache)
     assert entries(cache) == []
+    assert list((cache / "ner_task").iterdir()) == []  # no `<fingerprint>.lock` left either
+
+
+def test_no_lock_file_stays_and_a_stale_one_is_reused(data, tmp_path, tokenizer):
+    cache = tmp_path / "cache"
+    task = make_task(data)
+    fingerprint = compute_fingerprint(task, tokenizer, max_length=16)
+    stale = cache / "ner_task" / f"{fingerprint}.lock"  # as a killed builder leaves it
+    stale.parent.mkdir(parents=True)
+    stale.touch()
+    tokenize_and_cache(task, tokenizer, max_length=16, cache_dir=cache)
+    assert sorted(p.name for p in (cache / "ner_task").iterdir()) == [fingerprint]
+    assert tokenize_and_cache(task, tokenizer, max_length=16, cache_dir=cache).cache_hit
+    assert sorted(p.name for p in (cache / "ner_task").iterdir()) == [fingerprint]
+
+
+def test_the_removed_lock_file_still_excludes(tmp_path):
+    """Whoever waited on a lock file that its holder then removed must not enter beside one
+    that locked the new file: threads hammer one lock and count who is inside."""
+    lock, inside, most, errors = tmp_path / "x.lock", [0], [0], []
+    guard = threading.Lock()
+
+    def worker() -> None:
+        try:
+            for _ in range(40):
+                with _exclusive_lock(lock):
+                    with guard:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                    time.sleep(0.0005)
+                    with guard:
+                        inside[0] -= 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and most[0] == 1
+    assert not lock.exists()
 
 
 def test_leftovers_of_a_crash_are_cleaned(data, tmp_path, tokenizer):
@@ -225,6 +269,7 @@ def test_two_processes_build_one_entry(data, tmp_path, tokenizer):
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         results = [future.result(timeout=120) for future in futures]
     assert sorted(r.cache_hit for r in results) == [False, True]
+    assert not lock.exists()  # removed by the last holder
     assert results[0].path == results[1].path == cache / "ner_task" / fingerprint
     assert entries(cache) == [fingerprint]  # no second entry, no temp folder
     for result in results:

@@ -81,6 +81,7 @@ def test_context_words_never_carry_a_label(tmp_path, tokenizer, max_length):
     task = conll_task(tmp_path, document_context=True)
     examples, rows, stats = encoded(task, tokenizer, max_length)
     _, alone, _ = encoded(conll_task(tmp_path / "alone"), tokenizer, max_length)
+    assert sum(row["num_words_truncated"] for row in rows) == stats["truncated_words"]
     for example, row, plain in zip(examples, rows, alone, strict=True):
         labelled = [i for i, label in enumerate(row["label__ner"]) if label != IGNORE_INDEX]
         # exactly the sentence's kept words are labelled, with their own tags, in order
@@ -89,6 +90,8 @@ def test_context_words_never_carry_a_label(tmp_path, tokenizer, max_length):
             : row["num_words_kept"]]
         assert row["word_label__ner"] == plain["word_label__ner"]  # the words scored
         assert row["num_words"] == len(example["tokens"])
+        # no empty words here: every word without a label position was cut
+        assert row["num_words_truncated"] == row["num_words"] - row["num_words_kept"]
         assert row["length"] <= max_length
         ids = row["input_ids"]
         assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id

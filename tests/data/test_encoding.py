@@ -117,6 +117,7 @@ def test_truncation_counts_words_and_keeps_all_word_labels(tokenizer, max_length
     assert first["length"] == max_length
     assert first["word_label__ner"] == [2, 0, 1]
     assert (first["num_words"], first["num_words_kept"]) == (3, kept)
+    assert first["num_words_truncated"] == 3 - kept
     assert stats["truncated_words"] == 3 - kept
     assert stats["truncated_examples"] == (1 if kept < 3 else 0)
     assert stats["empty_words"] == 0
@@ -129,13 +130,14 @@ def test_word_without_subwords_counts_as_empty_not_truncated(tokenizer):
     row = table.to_pylist()[0]
     assert row["label__ner"] == [X, 2, 1, X]
     assert row["word_label__ner"] == [2, 0, 1]
-    assert (row["num_words"], row["num_words_kept"]) == (3, 2)
+    assert (row["num_words"], row["num_words_kept"], row["num_words_truncated"]) == (3, 2, 0)
     assert stats == {"examples": 1, "truncated_examples": 0, "truncated_words": 0, "empty_words": 1}
     # cut and empty together: "b" and "c" are truncated, the trailing zero-width word is empty
-    _, stats = encode(
+    table, stats = encode(
         [tok_example(["a", "b", "c", "\u200b"], ["O"] * 4)], task, tokenizer, max_length=3
     )
     assert stats == {"examples": 1, "truncated_examples": 1, "truncated_words": 2, "empty_words": 1}
+    assert table.to_pylist()[0]["num_words_truncated"] == 2
 
 
 def test_several_heads_and_custom_words_field(tokenizer):
@@ -193,6 +195,7 @@ def test_token_table_schema(tokenizer):
             ("word_label__pos", pa.list_(pa.int32())),
             ("num_words", pa.int32()),
             ("num_words_kept", pa.int32()),
+            ("num_words_truncated", pa.int32()),
         ]
     )
 
@@ -311,8 +314,54 @@ def test_unknown_label_in_validation_names_line_head_and_fix(tokenizer):
     message = str(error.value)
     assert "data.jsonl, line 7, field 'ner'" in message
     assert "label 'B-PER' of head 'ner' (validation split)" in message
+    # the vocabulary came from train: the message says the label is missing there
+    assert "does not occur in the train split" in message
+    assert "train has: I-PER, O" in message
+    assert "Labels of the validation split missing from train: 'B-PER' 1x" in message
+    assert "list every label under `labels:` of head 'ner' in the task YAML" in message
+
+    declared = ner_task(heads=[{"name": "ner", "type": "tagging", "labels": ["I-PER", "O"]}])
+    with pytest.raises(DataError) as error:
+        encode(validation, declared, tokenizer, vocab={"ner": ["I-PER", "O"]},
+               split="validation")
+    message = str(error.value)
     assert "known: I-PER, O" in message
     assert "Add it to `labels:` of head 'ner' in the task YAML, or fix the row" in message
+
+
+def test_labels_missing_from_train_are_all_counted(tokenizer):
+    task = ner_task()
+    vocab = build_label_vocab(task, [tok_example(["a", "b"], ["O", "B-PER"])])
+    test = [tok_example(["x"], ["O"], line=1), tok_example(["y", "z"], ["B-ORG", "I-ORG"], line=2),
+            tok_example(["w"], ["B-ORG"], line=3)]
+    with pytest.raises(DataError, match=r"line 2, field 'ner': label 'B-ORG' .*missing from "
+                       r"train: 'B-ORG' 2x, 'I-ORG' 1x\. "):
+        encode(test, task, tokenizer, vocab=vocab, split="test")
+
+
+def test_a_vocabulary_read_from_train_is_logged_with_its_rare_labels(caplog):
+    task = ner_task(base_dir="/data")
+    train = [tok_example(["a", "b"], ["O", "B-PER"], line=i) for i in range(1, 5)]
+    train.insert(2, tok_example(["Eve"], ["B-PRE"], line=9))  # a typo of B-PER, once
+    train.append(tok_example(["Bob", "x"], ["B-PER", "I-PER"], line=12))
+    train.append(tok_example(["Al", "y"], ["B-PER", "I-PER"], line=13))
+    with caplog.at_level("INFO", logger="multitask_bert.data"):
+        assert build_label_vocab(task, train) == {"ner": ["B-PER", "B-PRE", "I-PER", "O"]}
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert info == ["ner/ner: 4 labels read from the train split (no `labels:` in the task "
+                    "YAML): B-PER, B-PRE, I-PER, O"]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # I-PER (2x) is rare too; B-PER (6x) and O (4x) are not
+    assert warning.startswith("ner/ner: 2 of 4 labels occur fewer than 3 times in "
+                              "/data/train.jsonl: 'B-PRE' 1x (first: line 9), 'I-PER' 2x "
+                              "(first: line 12). Each is a class of its own")
+    assert "list the labels under `labels:` of head 'ner'" in warning
+
+    caplog.clear()  # labels given in the task YAML: nothing to say
+    declared = ner_task(heads=[{"name": "ner", "type": "tagging", "labels": ["O", "B-PER"]}])
+    with caplog.at_level("INFO", logger="multitask_bert.data"):
+        build_label_vocab(declared, train)
+    assert caplog.records == []
 
 
 def test_unknown_classification_label_names_the_row(tokenizer):

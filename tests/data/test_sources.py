@@ -413,9 +413,30 @@ SEQ_BAD = [
         jsonl({"text": "a", "label": None}),
         ["line 1", "field 'label'", "null label", "leave this split out"],
     ),
-    ("", ["no examples in the train split"]),
+    ("", ["no examples in the train split", "point `train:` in the task YAML at a file",
+          "cannot do without a train split"]),
     ("\n\n  \n", ["no examples in the train split"]),
 ]
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_an_empty_split_suggests_only_a_fix_the_loader_takes(tmp_path, split):
+    row = jsonl({"text": "a", "label": "x"})
+    sources = {name: write(tmp_path, f"{name}.jsonl", "" if name == split else row)
+               for name in ("train", "validation", "test")}
+    task = seq_task(tmp_path, sources["train"], validation=sources["validation"],
+                    test=sources["test"])
+    with pytest.raises(DataError) as error:
+        read_split(task, split)
+    message = str(error.value)
+    assert f"no examples in the {split} split" in message
+    without = {name: path for name, path in sources.items() if name != split}
+    if f"remove `{split}:`" in message:  # the advice must give a task the loader accepts
+        TaskSpec(name="seq", type="sequence", heads=LABEL, base_dir=str(tmp_path), **without)
+    else:
+        with pytest.raises(ValueError, match=f"a `{split}` source is required"):
+            TaskSpec(name="seq", type="sequence", heads=LABEL, base_dir=str(tmp_path),
+                     **without)
 
 
 @pytest.mark.parametrize(("content", "fragments"), SEQ_BAD)

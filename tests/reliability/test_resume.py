@@ -15,7 +15,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from multitask_bert.training.checkpoint import latest_checkpoint, list_checkpoints
+from multitask_bert.training.checkpoint import STATE_FILE, latest_checkpoint, list_checkpoints
 from tests.conftest import REPO, tiny_config_dict
 
 EVERY = 4  # checkpoint interval (optimizer steps)
@@ -84,10 +84,14 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(task_dir, tmp
     assert checkpoint is not None
     resumed_from = int(checkpoint.name.split("-")[1])
     assert logged - resumed_from <= EVERY  # at most one interval is redone
+    # the killed process's training time up to that checkpoint is kept in it...
+    before = json.loads((checkpoint / STATE_FILE).read_text())["result"]["train_seconds"]
+    assert before > 0
 
     run_to_end(killed)  # the same command again: resumes from the newest checkpoint
     result = json.loads((killed_run / "metrics.json").read_text())
     assert result["resumed_from_step"] == resumed_from
+    assert result["train_seconds"] > before  # ...and the resumed process's time adds to it
     expected = json.loads((straight_run / "metrics.json").read_text())
     for key in ("best", "last", "best_step", "best_score", "global_step"):
         assert result[key] == expected[key], key

@@ -136,6 +136,23 @@ def test_truncated_words_count_as_o_and_are_reported(tiny_config):
     assert ner["per_type"]["LOC"]["recall"] == 0.0  # ...and missed, as predicted O
 
 
+def test_empty_words_are_not_counted_as_truncated(tiny_config, task_dir):
+    from tests.conftest import write_jsonl
+
+    # a zero-width space is a word without any sub-word: no label position, yet not truncated
+    row = {"tokens": ["Alice", "smith", "\u200b", "visited", "Paris", "today", "."],
+           "ner": ["B-PER", "I-PER", "O", "O", "B-LOC", "O", "O"],
+           "pos": ["PROPN", "PROPN", "PUNCT", "VERB", "PROPN", "NOUN", "PUNCT"]}
+    write_jsonl(task_dir / "tagging" / "validation.jsonl", [row] * 8)
+    for max_length, truncated in ((32, 0), (5, 3 * 8)):  # 5: alice smith visited are kept
+        config = tiny_config(epochs=1).model_copy(update={"max_length": max_length})
+        trainer = make_trainer(config, tasks=["tagging"])
+        metrics = trainer.evaluate()
+        trainer.close()
+        for head in ("ner", "pos"):
+            assert metrics["tagging"][head]["truncated_words"] == truncated, (max_length, head)
+
+
 def test_non_finite_loss_stops_naming_step_and_task_and_keeps_the_last_checkpoint(
         task_dir, tmp_path):
     from multitask_bert.config import ExperimentConfig
