@@ -248,16 +248,17 @@ def send(url: str, request: Request, timeout: float = 120) -> Outcome:
     except OSError as error:  # refused, reset, timed out
         return Outcome(time.perf_counter() - start, f"{request.format}: {error!r}")
     seconds = time.perf_counter() - start
+    shown = text[:300].decode(errors="replace")
     if status != 200:
-        return Outcome(seconds, f"{request.format}: HTTP {status}: {text[:300]!r}")
+        return Outcome(seconds, f"{request.format}: HTTP {status}: {shown}")
     try:
         predictions = json.loads(text)["predictions"]
         answered = [p["task"] for p in predictions if "predictions" in p]
     except (ValueError, KeyError, TypeError) as error:
-        return Outcome(seconds, f"{request.format}: unreadable answer ({error!r}): {text[:300]!r}")
+        return Outcome(seconds, f"{request.format}: unreadable answer ({error!r}): {shown}")
     if answered != request.tasks:
         return Outcome(seconds, f"{request.format}: answered tasks {answered} for rows of "
-                                f"{request.tasks}: {text[:300]!r}")
+                                f"{request.tasks}: {shown}")
     return Outcome(seconds)
 
 
