@@ -407,11 +407,13 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     load_before = load_1min()
     print(f"1-min load before: {load_before}", flush=True)
+    trained = None
     if args.model_uri == CHAMPION and not alias_exists(args.model_uri, args.tracking_uri):
         if args.train == "none":
             sys.exit(f"no {args.model_uri} in {args.tracking_uri}; train one (make demo) or "
                      "pass --model-uri / --train minilm")
         train_and_register(args.train, args.tracking_uri, args.work_dir / f"model-{args.train}")
+        trained = f"{args.train}: configs/quickstart.yaml, 1 epoch, registered as the champion"
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         rows = sample_rows(model_tasks(args.model_uri, args.tracking_uri, Path(tmp)))
     results = []
@@ -445,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
           + ("  (under load: not a speed figure; rerun quiet)" if max(load_before, load_after)
              > 1 else ""))
     write_json(args.json, {"machine": machine, "command": " ".join(sys.argv),
-                           "model_uri": args.model_uri, "load_1min_before": load_before,
+                           "model_uri": args.model_uri, "trained_here": trained,
+                           "load_1min_before": load_before,
                            "load_1min_after": load_after,
                            "best": {k: best[k] for k in ("workers", "torch_threads")}
                            if best else None, "results": results})
