@@ -13,12 +13,10 @@ import pytest
 
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their neighbours by name
+sys.path.append(str(REPO / "benchmarks"))  # the scripts import their neighbours by name
 
 import serving_load
 from onnx_latency import sample_model
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +55,7 @@ def test_requests_mix_every_format_and_task_type():
     assert {"tokens" in row for row in token_rows} == {True, False}  # words, and text
 
 
+@pytest.mark.integration
 def test_load_benchmark_with_two_clients_has_no_errors(registered, tmp_path):
     model_uri, tracking_uri = registered
     settings = serving_load.LoadSettings(workers=1, threads=1, clients=2, requests=24,
@@ -78,6 +77,7 @@ def test_load_benchmark_with_two_clients_has_no_errors(registered, tmp_path):
     assert log.count("Application startup complete") == 1
 
 
+@pytest.mark.integration
 def test_a_request_without_a_right_answer_is_an_error(registered, tmp_path):
     model_uri, tracking_uri = registered
     rows = {"reviews": [{"task": "reviews", "text": "Fine."}]}
