@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +317,6 @@ class LoadSettings:
     warmup: int = 16
     max_rows: int = 4
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_load(model_uri: str, tracking_uri: str, settings: LoadSettings, work_dir: Path,
