@@ -17,6 +17,13 @@ from torch import nn
 from multitask_bert.atomic import building_dir, tree_size
 from multitask_bert.config import EncoderConfig
 from multitask_bert.data.word_shape import NO_SHAPE, NUM_SHAPE_IDS
+
+WORD_SHAPE_SCALE = 20.0
+"""The word-shape embedding is stored divided by this and multiplied back in the forward pass:
+it starts as small as before (std 0.02) but each AdamW step moves its output 20x as far, so it
+reaches the scale of the encoder's output (std ~0.5 for MiniLM) within a few hundred steps at
+the encoder's learning rate. Without it, 250 steps at lr 1e-4 left it at std 0.021 and it changed
+CoNLL-2003 F1 by 0.0002 (benchmarks/RESULTS.md, the ablation)."""
 from multitask_bert.errors import ConfigError
 from multitask_bert.heads import HeadModule, build_head_type
 from multitask_bert.models.packing import packed_encoder_forward
@@ -89,7 +96,7 @@ class MultiTaskModel(nn.Module):
         self.shape_tasks = {t.name for t in tasks if t.word_shape}
         if self.shape_tasks:  # created after the heads: their initial weights do not move
             self.word_shape = nn.Embedding(NUM_SHAPE_IDS, hidden, padding_idx=NO_SHAPE)
-            nn.init.normal_(self.word_shape.weight, std=0.02)
+            nn.init.normal_(self.word_shape.weight, std=0.02 / WORD_SHAPE_SCALE)
             with torch.no_grad():
                 self.word_shape.weight[NO_SHAPE].zero_()
         if loss_balancing not in ("static", "uncertainty"):
@@ -147,7 +154,7 @@ class MultiTaskModel(nn.Module):
         word's first sub-word for tasks with ``word_shape``."""
         if word_shapes is None or task not in self.shape_tasks:
             return hidden
-        return hidden + self.word_shape(word_shapes).to(hidden.dtype)
+        return hidden + (self.word_shape(word_shapes) * WORD_SHAPE_SCALE).to(hidden.dtype)
 
     def _heads(self, task: str, tokens: torch.Tensor, pool: Callable[[], torch.Tensor],
                labels: dict[str, torch.Tensor] | None) -> MultiTaskOutput:
