@@ -173,13 +173,16 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
     """Tokenise every task (cached), train, evaluate and register one multi-task model."""
     params = params or TrainParameters()
     logger = get_run_logger()
-    run_name = f"{flow_run.name}-{str(flow_run.id)[:8]}" if flow_run.id else None
-    # resolved once, written into the run folder; one folder per flow run: a retry of the
-    # same run resumes in the same folder. Flows log lines, not progress bars.
+    # resolved once, written into the run folder. The folder is named by what it trains
+    # (runs/<experiment>/<fingerprint>: config and data), so any later run of the same
+    # experiment (a retry, a rerun, the next scheduled run, the crash automation) resumes
+    # its checkpoint; an `output_dir` override is the user's folder. Flows log lines, not
+    # progress bars.
     config = pipeline.resolve(params.config_path,
                               [*params.overrides, "training.progress_bar=false"],
-                              root=REPO_ROOT, run_name=run_name)
+                              root=REPO_ROOT, by_fingerprint=True)
     run_config = str(pipeline.start(config) / "config.yaml")
+    logger.info("run folder %s", config.run_dir)
 
     futures = {t.name: tokenize_task.submit(run_config, t.name) for t in config.tasks}
     fingerprints = {name: future.result()["fingerprint"] for name, future in futures.items()}
