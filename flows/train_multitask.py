@@ -56,6 +56,16 @@ class TrainParameters(BaseModel):
         description="Let the champion rule move `champion` to the new version; false "
                     "registers a challenger only (what sweep-multitask's trials do).",
     )
+    crash_reruns_left: int | None = Field(
+        default=None,
+        description="Set by the crash automation (flows/crash_automation.py) on the rerun of "
+                    "a Crashed run: how many more times it may rerun this experiment; below "
+                    "0 the run stops at once. Leave empty.",
+    )
+
+
+class CrashRerunsExhausted(RuntimeError):
+    """The crash automation reran this experiment as often as it may."""
 
 
 def _is_user_error(state: Any) -> bool:
@@ -173,6 +183,12 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
     """Tokenise every task (cached), train, evaluate and register one multi-task model."""
     params = params or TrainParameters()
     logger = get_run_logger()
+    if params.crash_reruns_left is not None and params.crash_reruns_left < 0:
+        raise CrashRerunsExhausted(
+            "not rerun: this experiment's run crashed again after the crash automation "
+            "reran it as often as it may (flows/crash_automation.py --max-reruns). Find why "
+            "in the logs of the Crashed runs before it; a new run of the deployment resumes "
+            "from the experiment's newest checkpoint")
     # resolved once, written into the run folder. The folder is named by what it trains
     # (runs/<experiment>/<fingerprint>: config and data), so any later run of the same
     # experiment (a retry, a rerun, the next scheduled run, the crash automation) resumes
