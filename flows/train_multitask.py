@@ -104,7 +104,13 @@ def tokenize_task(run_config: str, task_name: str) -> dict[str, Any]:
     return pipeline.prepare(run_config, task_name)[task_name].to_dict()
 
 
-@task(name="train", retries=2, retry_delay_seconds=10,
+# Retries back off (10, 30, 90 s): besides a killed or OOM child, a Prefect server restarting
+# at the step's start or end (a fresh API client does not retry a refused connection) is ridden
+# out; a retry after training finished only re-reads the final checkpoint.
+SERVER_OUTAGE_RETRY_DELAYS = [10, 30, 90]
+
+
+@task(name="train", retries=3, retry_delay_seconds=SERVER_OUTAGE_RETRY_DELAYS,
       retry_condition_fn=_retry_unless_user_error, tags=["training"])
 def train_task(run_config: str) -> dict[str, Any]:
     """Train in a supervised child process (under torchrun with ``training.nproc_per_node``
@@ -147,7 +153,7 @@ def ensure_training_limit() -> str:
     return name
 
 
-@task(name="evaluate", retries=1)
+@task(name="evaluate", retries=3, retry_delay_seconds=SERVER_OUTAGE_RETRY_DELAYS)
 def evaluate_task(run_config: str, model_name: str) -> dict[str, Any]:
     """Per-head metrics of the best model (validation, labelled test); table and markdown
     artifacts; metrics and plots to MLflow."""

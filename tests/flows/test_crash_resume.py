@@ -162,7 +162,8 @@ def test_a_new_run_resumes_a_crashed_run_and_ends_with_the_same_model(stack, ref
     run = wait_final(stack, second)
     assert run.state.is_completed(), f"{run.state.message}\n{stack.log_tails(120)}"
     # the same folder, found by what it trains, resumed from the checkpoint of the kill
-    assert [p for p in run_dir.parent.iterdir() if p.is_dir()] == [run_dir]
+    assert [p for p in run_dir.parent.iterdir()
+            if p.is_dir() and p.name != "mlartifacts"] == [run_dir]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["resumed_from_step"] >= step and metrics["global_step"] == 200
     assert sha256(run_dir / "best" / "model.safetensors") == reference_sha
@@ -225,15 +226,20 @@ def test_a_server_restart_during_training_is_ridden_out(stack):
     the same port and database: the run ends Completed with its artifacts, and the worker
     serves the next run. (A 60 s outage was tried by hand too: see README, Reliability.)"""
     folder = stack.root / "runs" / "restart"
-    overrides = [f"output_dir={folder}", "training.learning_rate=0.001"]
+    # 2,000 steps (about a minute here): training outlasts the outage
+    overrides = [f"output_dir={folder}", "training.epochs=20",
+                 "training.checkpoint_every_n_steps=100"]
     flow_run_id = run_deployment(stack, overrides=overrides)
-    wait_for_checkpoint(stack, flow_run_id, folder.parent, EVERY)
+    wait_for_checkpoint(stack, flow_run_id, folder.parent, 100)
     stop(stack.server, sigints=1)
     time.sleep(25)
+    assert (folder / "train.pid").exists(), "training ended during the outage: make it longer"
     stack.start_server()
+    assert (folder / "train.pid").exists(), "training ended during the outage: make it longer"
     run = wait_final(stack, flow_run_id, 300)
     assert run.state.is_completed(), f"{run.state.message}\n{stack.log_tails(150)}"
-    assert json.loads((folder / "metrics.json").read_text())["global_step"] == 200
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["global_step"] == 2000 and metrics["resumed_from_step"] is None
     with stack.client() as client:
         artifacts = {a.key for a in client.read_artifacts() if str(a.flow_run_id) == flow_run_id}
     assert {"per-head-metrics", "run-summary"} <= artifacts
