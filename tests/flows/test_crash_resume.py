@@ -224,11 +224,14 @@ def test_the_crash_automation_reruns_a_crashed_run_which_resumes(stack, referenc
 def test_a_server_restart_during_training_is_ridden_out(stack):
     """The server stopped (by its PID) for 25 s while the run trains, then started again on
     the same port and database: the run ends Completed with its artifacts, and the worker
-    serves the next run. (A 60 s outage was tried by hand too: see README, Reliability.)"""
+    serves the next run. MTB_TEST_SERVER_OUTAGE_S=60 runs the issue's minute (longer
+    training; README, Reliability, says when it was last run)."""
     folder = stack.root / "runs" / "restart"
+    outage = float(os.environ.get("MTB_TEST_SERVER_OUTAGE_S", "25"))  # 60: the issue's minute
+    epochs = max(12, int(outage / 2.5))
     # a larger (still random, still small) encoder, 1,200 steps: about a minute on a quiet
     # 2-core CPU, so the training outlasts the outage (checked below)
-    overrides = [f"output_dir={folder}", "training.epochs=12",
+    overrides = [f"output_dir={folder}", f"training.epochs={epochs}",
                  "training.checkpoint_every_n_steps=100",
                  "encoder.config_overrides.hidden_size=256",
                  "encoder.config_overrides.num_hidden_layers=4",
@@ -237,14 +240,14 @@ def test_a_server_restart_during_training_is_ridden_out(stack):
     flow_run_id = run_deployment(stack, overrides=overrides)
     wait_for_checkpoint(stack, flow_run_id, folder.parent, 100)
     stop(stack.server, sigints=1)
-    time.sleep(25)
+    time.sleep(outage)
     assert (folder / "train.pid").exists(), "training ended during the outage: make it longer"
     stack.start_server()
     assert (folder / "train.pid").exists(), "training ended during the outage: make it longer"
     run = wait_final(stack, flow_run_id, 300)
     assert run.state.is_completed(), f"{run.state.message}\n{stack.log_tails(150)}"
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["global_step"] == 1200 and metrics["resumed_from_step"] is None
+    assert metrics["global_step"] == 100 * epochs and metrics["resumed_from_step"] is None
     with stack.client() as client:
         artifacts = {a.key for a in client.read_artifacts() if str(a.flow_run_id) == flow_run_id}
     assert {"per-head-metrics", "run-summary"} <= artifacts
