@@ -58,7 +58,7 @@ class TrainParameters(BaseModel):
     )
     crash_reruns_left: int | None = Field(
         default=None,
-        description="Set by the crash automation (flows/crash_automation.py) on the rerun of "
+        description="Set by the crash automation (deployments/crash_automation.py) on the rerun of "
                     "a Crashed run: how many more times it may rerun this experiment; below "
                     "0 the run stops at once. Leave empty.",
     )
@@ -192,7 +192,7 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
     if params.crash_reruns_left is not None and params.crash_reruns_left < 0:
         raise CrashRerunsExhausted(
             "not rerun: this experiment's run crashed again after the crash automation "
-            "reran it as often as it may (flows/crash_automation.py --max-reruns). Find why "
+            "reran it as often as it may (deployments/crash_automation.py --max-reruns). Find why "
             "in the logs of the Crashed runs before it; a new run of the deployment resumes "
             "from the experiment's newest checkpoint")
     # resolved once, written into the run folder. The folder is named by what it trains

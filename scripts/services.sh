@@ -38,7 +38,7 @@ export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="${PREFECT_SERVER_CONCURRENCY_LE
 # upgrade): 7 retries back off 2, 4, ..., 128 s, so a call waits for a server that is back
 # within about two minutes (Prefect's default, 5, gives up after about one).
 export PREFECT_CLIENT_MAX_RETRIES="${PREFECT_CLIENT_MAX_RETRIES:-7}"
-# reruns of a Crashed train-multitask run by the crash automation (flows/crash_automation.py)
+# reruns of a Crashed train-multitask run by the crash automation (deployments/crash_automation.py)
 export MTB_MAX_CRASH_RERUNS="${MTB_MAX_CRASH_RERUNS:-2}"
 
 SERVER_PID_FILE="$MTB_PIDS/server.pid"
@@ -166,8 +166,8 @@ deploy_all() {
 # (it resumes from the experiment's checkpoint), at most $MTB_MAX_CRASH_RERUNS times in a row.
 # Created or updated in place: running this again changes nothing.
 ensure_crash_automations() {
-  say "automation: rerun Crashed train-multitask runs, at most $MTB_MAX_CRASH_RERUNS times (flows/crash_automation.py)"
-  (cd "$MTB_ROOT" && _python flows/crash_automation.py --max-reruns "$MTB_MAX_CRASH_RERUNS") \
+  say "automation: rerun Crashed train-multitask runs, at most $MTB_MAX_CRASH_RERUNS times (deployments/crash_automation.py)"
+  (cd "$MTB_ROOT" && _python deployments/crash_automation.py --max-reruns "$MTB_MAX_CRASH_RERUNS") \
     >"$MTB_LOGS/automations.log" 2>&1 || {
     tail -n 40 "$MTB_LOGS/automations.log" >&2
     die "creating the crash automations failed ($MTB_LOGS/automations.log)"

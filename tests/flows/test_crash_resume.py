@@ -4,7 +4,7 @@
   training child dies with it, and a new run of the deployment finds the experiment's run
   folder (runs/<experiment>/<fingerprint>), resumes from the checkpoint and ends with the
   same model (sha256 of best/model.safetensors) as an uninterrupted training;
-* the same with the crash automation (flows/crash_automation.py) starting the rerun, which
+* the same with the crash automation (deployments/crash_automation.py) starting the rerun, which
   carries the count down; a rerun past the limit stops at once;
 * the Prefect server stopped (by its PID) during training and started again on the same port
   and database: the run ends Completed with its artifacts, and the worker serves a next run.
@@ -177,12 +177,12 @@ def test_a_new_run_resumes_a_crashed_run_and_ends_with_the_same_model(stack, ref
 
 
 def test_the_crash_automation_reruns_a_crashed_run_which_resumes(stack, reference_sha):
-    made = subprocess.run([sys.executable, str(REPO / "flows" / "crash_automation.py"),
+    made = subprocess.run([sys.executable, str(REPO / "deployments" / "crash_automation.py"),
                            "--max-reruns", "1"], cwd=REPO, env=stack.env, capture_output=True,
                           text=True, timeout=120)
     assert made.returncode == 0, made.stderr[-3000:]
     assert "rerun-crashed-train-multitask/local" in made.stdout
-    again = subprocess.run([sys.executable, str(REPO / "flows" / "crash_automation.py"),
+    again = subprocess.run([sys.executable, str(REPO / "deployments" / "crash_automation.py"),
                             "--max-reruns", "1"], cwd=REPO, env=stack.env,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0

@@ -18,7 +18,7 @@ any work, with a message naming the limit, so the chain ends there with a ``Fail
 says why (not ``Crashed``: nothing triggers again). A run started by hand or by the schedule
 carries no count and gets N reruns of its own.
 
-Run ``python flows/crash_automation.py [--max-reruns N]`` against a server where the
+Run ``python deployments/crash_automation.py [--max-reruns N]`` against a server where the
 deployments exist (``scripts/services.sh`` does after ``prefect deploy --all``); it creates
 or updates the automations, so running it again changes nothing but N.
 """
@@ -58,7 +58,7 @@ def crash_automation(deployment_id: Any, deployment_name: str, max_reruns: int):
         name=f"{AUTOMATION_PREFIX}{deployment_name}",
         description=(f"Reruns a Crashed run of {FLOW_NAME}/{deployment_name} with the same "
                      f"parameters, at most {max_reruns} times in a row; the rerun resumes "
-                     "from the experiment's checkpoint (flows/crash_automation.py)."),
+                     "from the experiment's checkpoint (deployments/crash_automation.py)."),
         trigger=EventTrigger(
             expect={"prefect.flow-run.Crashed"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
