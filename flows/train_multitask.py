@@ -56,6 +56,16 @@ class TrainParameters(BaseModel):
         description="Let the champion rule move `champion` to the new version; false "
                     "registers a challenger only (what sweep-multitask's trials do).",
     )
+    crash_reruns_left: int | None = Field(
+        default=None,
+        description="Set by the crash automation (deployments/crash_automation.py) on the rerun of "
+                    "a Crashed run: how many more times it may rerun this experiment; below "
+                    "0 the run stops at once. Leave empty.",
+    )
+
+
+class CrashRerunsExhausted(RuntimeError):
+    """The crash automation reran this experiment as often as it may."""
 
 
 def _is_user_error(state: Any) -> bool:
@@ -94,7 +104,13 @@ def tokenize_task(run_config: str, task_name: str) -> dict[str, Any]:
     return pipeline.prepare(run_config, task_name)[task_name].to_dict()
 
 
-@task(name="train", retries=2, retry_delay_seconds=10,
+# Retries back off (10, 30, 90 s): besides a killed or OOM child, a Prefect server restarting
+# at the step's start or end (a fresh API client does not retry a refused connection) is ridden
+# out; a retry after training finished only re-reads the final checkpoint.
+SERVER_OUTAGE_RETRY_DELAYS = [10, 30, 90]
+
+
+@task(name="train", retries=3, retry_delay_seconds=SERVER_OUTAGE_RETRY_DELAYS,
       retry_condition_fn=_retry_unless_user_error, tags=["training"])
 def train_task(run_config: str) -> dict[str, Any]:
     """Train in a supervised child process (under torchrun with ``training.nproc_per_node``
@@ -137,7 +153,7 @@ def ensure_training_limit() -> str:
     return name
 
 
-@task(name="evaluate", retries=1)
+@task(name="evaluate", retries=3, retry_delay_seconds=SERVER_OUTAGE_RETRY_DELAYS)
 def evaluate_task(run_config: str, model_name: str) -> dict[str, Any]:
     """Per-head metrics of the best model (validation, labelled test); table and markdown
     artifacts; metrics and plots to MLflow."""
@@ -173,13 +189,22 @@ def train_multitask(params: TrainParameters | None = None) -> dict[str, Any]:
     """Tokenise every task (cached), train, evaluate and register one multi-task model."""
     params = params or TrainParameters()
     logger = get_run_logger()
-    run_name = f"{flow_run.name}-{str(flow_run.id)[:8]}" if flow_run.id else None
-    # resolved once, written into the run folder; one folder per flow run: a retry of the
-    # same run resumes in the same folder. Flows log lines, not progress bars.
+    if params.crash_reruns_left is not None and params.crash_reruns_left < 0:
+        raise CrashRerunsExhausted(
+            "not rerun: this experiment's run crashed again after the crash automation "
+            "reran it as often as it may (deployments/crash_automation.py --max-reruns). Find why "
+            "in the logs of the Crashed runs before it; a new run of the deployment resumes "
+            "from the experiment's newest checkpoint")
+    # resolved once, written into the run folder. The folder is named by what it trains
+    # (runs/<experiment>/<fingerprint>: config and data), so any later run of the same
+    # experiment (a retry, a rerun, the next scheduled run, the crash automation) resumes
+    # its checkpoint; an `output_dir` override is the user's folder. Flows log lines, not
+    # progress bars.
     config = pipeline.resolve(params.config_path,
                               [*params.overrides, "training.progress_bar=false"],
-                              root=REPO_ROOT, run_name=run_name)
+                              root=REPO_ROOT, by_fingerprint=True)
     run_config = str(pipeline.start(config) / "config.yaml")
+    logger.info("run folder %s", config.run_dir)
 
     futures = {t.name: tokenize_task.submit(run_config, t.name) for t in config.tasks}
     fingerprints = {name: future.result()["fingerprint"] for name, future in futures.items()}

@@ -4,6 +4,7 @@ library without Prefect."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -252,6 +253,7 @@ def _train(args: argparse.Namespace) -> int:
     from multitask_bert.errors import ConfigError
     from multitask_bert.evaluation.report import format_metrics_table
     from multitask_bert.training import distributed
+    from multitask_bert.training.run_lock import run_folder_lock
 
     if args.run_dir and args.overrides:
         raise ConfigError("--run-dir trains the run folder's config.yaml as it is; change it "
@@ -262,9 +264,12 @@ def _train(args: argparse.Namespace) -> int:
             config = pipeline.run_config(args.run_dir)
         else:
             config = pipeline.resolve(args.config, args.overrides)
-            if info.is_main:  # the run folder's config.yaml, read by every later step
+        # one training per run folder (rank 0 holds the lock for every rank; a second run of
+        # the same experiment stops here, naming the holder)
+        with run_folder_lock(config.run_dir) if info.is_main else contextlib.nullcontext():
+            if info.is_main and not args.run_dir:  # the config.yaml later steps read
                 pipeline.start(config)
-        result = pipeline.train_experiment(config)
+            result = pipeline.train_experiment(config)
     finally:
         distributed.destroy()
     if not info.is_main:

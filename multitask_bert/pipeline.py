@@ -91,6 +91,7 @@ __all__ = [
     "register_run",
     "resolve",
     "run_config",
+    "run_fingerprint",
     "run_with_baselines",
     "score",
     "start",
@@ -114,6 +115,7 @@ def resolve(
     *,
     root: str | Path | None = None,
     run_name: str | None = None,
+    by_fingerprint: bool = False,
 ) -> ExperimentConfig:
     """Load an experiment YAML with ``key=value`` overrides and resolve it once (absolute run
     and cache folders, tracking URI, experiment name; see :meth:`ExperimentConfig.resolve`).
@@ -122,15 +124,38 @@ def resolve(
         config_path: the YAML; relative to ``root`` when relative.
         overrides: ``key=value`` strings.
         root: what relative paths are relative to (default: the working directory).
-        run_name: one sub-folder of the experiment's folder per run (the flow's runs); left
-            out when an override names ``output_dir`` (the user chose the folder).
+        run_name: a sub-folder of the experiment's folder for this run.
+        by_fingerprint: the sub-folder is the experiment fingerprint
+            (:func:`run_fingerprint`: config and data), so every run of the same experiment
+            (a rerun, the next scheduled run, an automation) finds the same folder and
+            resumes its checkpoint (the flow's runs).
+
+    ``run_name`` and ``by_fingerprint`` are ignored when an override names ``output_dir``:
+    the user chose the folder.
     """
-    if any(o.split("=", 1)[0].strip() == "output_dir" for o in overrides):
-        run_name = None
     path = Path(config_path)
     if root is not None and not path.is_absolute():
         path = Path(root) / path
-    return ExperimentConfig.load(path, list(overrides)).resolve(root=root, run_name=run_name)
+    loaded = ExperimentConfig.load(path, list(overrides))
+    if any(o.split("=", 1)[0].strip() == "output_dir" for o in overrides):
+        return loaded.resolve(root=root)
+    if by_fingerprint:
+        run_name = run_fingerprint(loaded.resolve(root=root))
+    return loaded.resolve(root=root, run_name=run_name)
+
+
+def run_fingerprint(config: ExperimentConfig) -> str:
+    """The experiment fingerprint of a resolved config (its config minus the settings of
+    :data:`multitask_bert.fingerprint.NOT_IN_FINGERPRINT`, every task's data fingerprint,
+    the planned world size), without tokenising: the name of its run folder under the flow,
+    and the ``config_hash`` its registered version gets. Raises on bad input (a missing
+    file, an unknown encoder) with the message that names it."""
+    tokenizer = load_tokenizer(config.encoder.resolve_path())
+    data = {task.name: compute_fingerprint(task, tokenizer,
+                                           max_length=config.max_length_for(task),
+                                           seed=config.training.seed)
+            for task in config.tasks}
+    return experiment_fingerprint(config, data, world_size=planned_world_size(config))
 
 
 def start(config: ExperimentConfig) -> Path:

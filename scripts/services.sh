@@ -34,6 +34,13 @@ export PREFECT_WORKER_QUERY_SECONDS="${PREFECT_WORKER_QUERY_SECONDS:-5}"
 # of a run that was killed and its slot stays taken forever; on disk it expires (300 s).
 export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="${PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE:-prefect.server.concurrency.lease_storage.filesystem}"
 
+# Every API call of the worker and of flow runs rides out a server outage (a restart, an
+# upgrade): 7 retries back off 2, 4, ..., 128 s, so a call waits for a server that is back
+# within about two minutes (Prefect's default, 5, gives up after about one).
+export PREFECT_CLIENT_MAX_RETRIES="${PREFECT_CLIENT_MAX_RETRIES:-7}"
+# reruns of a Crashed train-multitask run by the crash automation (deployments/crash_automation.py)
+export MTB_MAX_CRASH_RERUNS="${MTB_MAX_CRASH_RERUNS:-2}"
+
 SERVER_PID_FILE="$MTB_PIDS/server.pid"
 WORKER_PID_FILE="$MTB_PIDS/worker-$MTB_POOL.pid"
 
@@ -155,12 +162,25 @@ deploy_all() {
   }
 }
 
+# One automation per train-multitask deployment: a Crashed run is rerun with its parameters
+# (it resumes from the experiment's checkpoint), at most $MTB_MAX_CRASH_RERUNS times in a row.
+# Created or updated in place: running this again changes nothing.
+ensure_crash_automations() {
+  say "automation: rerun Crashed train-multitask runs, at most $MTB_MAX_CRASH_RERUNS times (deployments/crash_automation.py)"
+  (cd "$MTB_ROOT" && _python deployments/crash_automation.py --max-reruns "$MTB_MAX_CRASH_RERUNS") \
+    >"$MTB_LOGS/automations.log" 2>&1 || {
+    tail -n 40 "$MTB_LOGS/automations.log" >&2
+    die "creating the crash automations failed ($MTB_LOGS/automations.log)"
+  }
+}
+
 services_up() {
   mkdir -p "$MTB_PIDS" "$MTB_LOGS"
   start_server
   ensure_pools
   start_worker
   deploy_all
+  ensure_crash_automations
 }
 
 # Stop the process recorded in $1 (command pattern $3): $4 times signal $2, a second apart

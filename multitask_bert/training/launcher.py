@@ -31,10 +31,14 @@ config otherwise); it raises :class:`TrainingOutOfMemory` all the same.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,8 +166,13 @@ def run_training(
         threads = threads_per_process(plan.nproc_per_node, env)
         if threads:
             env["OMP_NUM_THREADS"] = threads
+    # the child dies with this process (SIGKILL of the flow run, its pod evicted): an orphan
+    # would go on writing the run folder while the next run of the experiment resumes there.
+    # torchrun gets SIGTERM, which it forwards to its ranks; one process gets SIGKILL.
+    tie = _die_with_parent(signal.SIGTERM if plan.distributed else signal.SIGKILL)
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+                          stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          preexec_fn=tie) as proc:
         pid_file.write_text(str(proc.pid))
         if on_start is not None:
             on_start(command)
@@ -185,6 +194,20 @@ def run_training(
             failure.message.partition(": ")[2] if failure.exit_code == EXIT_USER_ERROR
             else f"{failure.message}\n{message}")
     return classify_exit(code, message, run_dir, config, halve=not plan.is_node_of_many)
+
+
+def _die_with_parent(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send ``signum`` to the child when this process dies
+    (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. The ctypes function is looked up before
+    the fork, so the child only makes the system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return functools.partial(prctl, pr_set_pdeathsig, int(signum), 0, 0, 0)
 
 
 def classify_exit(code: int, message: str, run_dir: Path, config: ExperimentConfig, *,

@@ -82,3 +82,36 @@ def test_training_settings_are_in_the_fingerprint(task_dir, tmp_path, override):
     base = ExperimentConfig.from_dict(data).resolve()
     changed = ExperimentConfig.from_dict(data, overrides=[override]).resolve()
     assert experiment_fingerprint(base, {}) != experiment_fingerprint(changed, {})
+
+
+def test_by_fingerprint_the_run_folder_is_named_by_what_it_trains(task_dir, tmp_path):
+    """The flow's run folders: runs/<experiment>/<fingerprint>, equal for every run of the
+    same config and data (whatever the tracking or checkpoint settings), another folder when
+    the config or the data change, and the user's folder when an override names one."""
+    import yaml
+
+    from multitask_bert import pipeline
+
+    data = tiny_config_dict(task_dir, tmp_path)
+    data["output_dir"] = "runs/tiny"
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    def folder(*overrides: str):
+        return pipeline.resolve(path, list(overrides), root=tmp_path,
+                                by_fingerprint=True).run_dir
+
+    first = folder()
+    assert first.parent == tmp_path / "runs" / "tiny"
+    assert first.name == pipeline.run_fingerprint(pipeline.resolve(path, root=tmp_path))
+    # settings outside the fingerprint (display, checkpoints, tracking) keep the folder
+    assert folder("training.progress_bar=false", "training.checkpoint_every_n_steps=3",
+                  "logging.backend=mlflow") == first
+    # another config, or other data: another folder
+    assert folder("training.learning_rate=0.5") != first
+    train = task_dir / "sentiment" / "train.jsonl"
+    train.write_text(train.read_text() + '{"text": "one more", "label": "pos"}\n')
+    changed = folder()
+    assert changed != first and changed.parent == first.parent
+    # the user chose the folder
+    assert folder(f"output_dir={tmp_path}/mine") == tmp_path / "mine"
