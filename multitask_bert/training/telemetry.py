@@ -1,7 +1,8 @@
 """Gradient-conflict telemetry: do the tasks pull the shared encoder the same way?
 
 For every task, the gradient of its loss on fixed batches with respect to the encoder's
-parameters (not the heads'); then each task's gradient norm and the cosine between every two
+parameters (not the heads'; by default those of its top transformer layer only, where the
+backward pass can stop early: ``logging.gradient_telemetry_layers``); then each task's gradient norm and the cosine between every two
 tasks' gradients. A cosine near 1 means the tasks agree; near 0, they are unrelated; below 0,
 they conflict (negative transfer). Run at each evaluation, in eval mode (no dropout, so no
 random numbers are drawn and training is unchanged) and with ``torch.autograd.grad`` (the
@@ -32,12 +33,31 @@ def telemetry_batches(datasets: dict[str, TaskDataset], batch_size: Callable[[st
     return batches
 
 
+def shared_parameters(encoder: torch.nn.Module, top_layers: int = 0) -> list[torch.nn.Parameter]:
+    """The encoder parameters the telemetry differentiates: those of its top ``top_layers``
+    transformer layers (the last ``ModuleList`` of layers: BERT's ``encoder.layer``,
+    DistilBERT's ``transformer.layer``, ...), or every one with ``0`` or when the encoder has
+    no such list."""
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    if top_layers <= 0:
+        return params
+    stacks = [module for module in encoder.modules()
+              if isinstance(module, torch.nn.ModuleList) and len(module) > 0]
+    if not stacks:
+        return params
+    layers = max(stacks, key=len)  # the transformer blocks (the longest list)
+    top = [p for layer in list(layers)[-top_layers:] for p in layer.parameters()
+           if p.requires_grad]
+    return top or params
+
+
 def gradient_conflicts(model: Any, batches: dict[str, list[Batch]],
                        device: torch.device | str = "cpu",
-                       autocast: Any = None) -> dict[str, float]:
+                       autocast: Any = None, top_layers: int = 0) -> dict[str, float]:
     """``grad/<task>/norm`` for every task and ``grad/<a>~<b>/cosine`` for every pair
-    (task names sorted within a pair)."""
-    params = [p for p in model.encoder.parameters() if p.requires_grad]
+    (task names sorted within a pair), on the encoder's top ``top_layers`` layers (0: all of
+    it)."""
+    params = shared_parameters(model.encoder, top_layers)
     was_training = model.training
     model.eval()
     gradients: dict[str, torch.Tensor] = {}

@@ -416,7 +416,7 @@ class Trainer:
                 self.train_datasets, self.args.batch_size_for,
                 self.config.logging.gradient_telemetry_batches)
         stats = gradient_conflicts(self.model, self._telemetry_batches, self.device,
-                                   self.autocast)
+                                   self.autocast, self.config.logging.gradient_telemetry_layers)
         self.result.telemetry_seconds += time.perf_counter() - started
         self.result.gradients = stats
         self.logger.log_metrics(stats, step=self.global_step)

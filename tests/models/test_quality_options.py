@@ -135,6 +135,33 @@ def test_telemetry_cosine_is_one_for_two_identical_tasks(task_dir, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_telemetry_on_the_top_layers_takes_only_their_parameters(task_dir, tmp_path):
+    from multitask_bert.data.prepare import load_datasets, prepare_data
+    from multitask_bert.training.telemetry import shared_parameters
+
+    config = ExperimentConfig.from_dict(tiny_config_dict(task_dir, tmp_path))
+    tokenizer = load_tokenizer(config.encoder.resolve_path())
+    cached = prepare_data(config, tokenizer)
+    vocab = {name: entry.label_vocab for name, entry in cached.items()}
+    model = build_model(config.encoder, config.tasks, vocab, seed=0)
+    layers = model.encoder.encoder.layer  # BERT's transformer blocks
+    assert len(layers) >= 2
+    ids = {id(p) for p in shared_parameters(model.encoder, 1)}
+    assert ids == {id(p) for p in layers[-1].parameters()}
+    two = {id(p) for p in shared_parameters(model.encoder, 2)}
+    assert two == ids | {id(p) for p in layers[-2].parameters()}
+    every = shared_parameters(model.encoder, 0)
+    assert len(every) == len(list(model.encoder.parameters()))
+    assert len(shared_parameters(model.encoder, 99)) < len(every)  # at most every layer
+    # the top layer's statistics are those of its slice of the full gradient
+    datasets = load_datasets(config, cached, "train", tokenizer.pad_token_id)
+    batches = telemetry_batches(datasets, lambda task: 4, 1)
+    top = gradient_conflicts(model, batches, top_layers=1)
+    full = gradient_conflicts(model, batches)
+    assert set(top) == set(full)
+    assert all(0 < top[k] < full[k] for k in top if k.endswith("/norm"))
+
+
 def test_telemetry_is_logged_at_each_evaluation_and_kept_in_metrics(task_dir, tmp_path):
     data = tiny_config_dict(task_dir, tmp_path, epochs=2)
     data["logging"] = {"backend": "mlflow", "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}
