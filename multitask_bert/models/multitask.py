@@ -17,13 +17,6 @@ from torch import nn
 from multitask_bert.atomic import building_dir, tree_size
 from multitask_bert.config import EncoderConfig
 from multitask_bert.data.word_shape import NO_SHAPE, NUM_SHAPE_IDS
-
-WORD_SHAPE_SCALE = 20.0
-"""The word-shape embedding is stored divided by this and multiplied back in the forward pass:
-it starts as small as before (std 0.02) but each AdamW step moves its output 20x as far, so it
-reaches the scale of the encoder's output (std ~0.5 for MiniLM) within a few hundred steps at
-the encoder's learning rate. Without it, 250 steps at lr 1e-4 left it at std 0.021 and it changed
-CoNLL-2003 F1 by 0.0002 (benchmarks/RESULTS.md, the ablation)."""
 from multitask_bert.errors import ConfigError
 from multitask_bert.heads import HeadModule, build_head_type
 from multitask_bert.models.packing import packed_encoder_forward
@@ -35,6 +28,12 @@ if TYPE_CHECKING:
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "multitask_config.json"
+WORD_SHAPE_SCALE = 20.0
+"""The word-shape embedding is stored divided by this and multiplied back in the forward pass:
+it starts as small as before (std 0.02) but each AdamW step moves its output 20x as far, so it
+reaches the scale of the encoder's output (std ~0.5 for MiniLM) within a few hundred steps at
+the encoder's learning rate. Without it, 250 steps at lr 1e-4 left it at std 0.021 and it changed
+CoNLL-2003 F1 by 0.0002 (benchmarks/RESULTS.md, the ablation)."""
 
 LabelVocab = dict[str, dict[str, list[str]]]
 """``{task: {head: [label, ...]}}`` (regression heads have no entry)."""
