@@ -4,9 +4,10 @@ For every task, the gradient of its loss on fixed batches with respect to the en
 parameters (not the heads'; by default those of its top transformer layer only, where the
 backward pass can stop early: ``logging.gradient_telemetry_layers``); then each task's
 gradient norm and the cosine between every two tasks' gradients. A cosine near 1 means the
-tasks agree; near 0, they are unrelated; below 0, they conflict (negative transfer). Run at each evaluation, in eval mode (no dropout, so no
-random numbers are drawn and training is unchanged) and with ``torch.autograd.grad`` (the
-parameters' ``.grad`` and the optimizer are untouched).
+tasks agree; near 0, they are unrelated; below 0, they conflict (negative transfer). Run at
+each evaluation, in eval mode (no dropout, so no random numbers are drawn and training is
+unchanged) and with ``torch.autograd.grad`` (the parameters' ``.grad`` and the optimizer are
+untouched).
 """
 
 from __future__ import annotations
