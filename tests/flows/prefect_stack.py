@@ -130,6 +130,9 @@ def isolated_env(root: Path, api_url: str) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
+        # a training waiting for the training slot asks again within ~2 s of the server's
+        # answer (default: up to 30 s, from earlier trainings' slot occupancy): test speed only
+        "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",  # nothing lands in the repo's runs/
         "DO_NOT_TRACK": "true",
