@@ -223,13 +223,20 @@ def tokenize_and_cache(
         task, tokenizer, max_length=max_length, seed=seed, splits=splits
     )
     task_dir = Path(cache_dir) / task.name
-    task_dir.mkdir(parents=True, exist_ok=True)
     entry = task_dir / fingerprint
-    with _exclusive_lock(task_dir / f"{fingerprint}.lock"):
-        cached = _load_entry(entry, task.name)
-        if cached is None:
-            _remove_leftovers(task_dir, fingerprint, entry)
-            cached = _build_entry(task, tokenizer, entry, fingerprint, max_length, seed, splits)
+    try:
+        with _exclusive_lock(task_dir / f"{fingerprint}.lock"):
+            cached = _load_entry(entry, task.name)
+            if cached is None:
+                _remove_leftovers(task_dir, fingerprint, entry)
+                cached = _build_entry(task, tokenizer, entry, fingerprint, max_length, seed,
+                                      splits)
+    except BaseException:
+        try:  # a refused first build leaves no empty <cache>/<task>/ behind
+            task_dir.rmdir()
+        except OSError:  # other entries (or another builder's lock) live there
+            pass
+        raise
     for split in cached.splits:
         values = cached.stats.get(split, {})
         logger.info(
@@ -255,6 +262,7 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
     names is alone; no empty lock file stays in the cache.
     """
     while True:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a refused build may have removed it
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

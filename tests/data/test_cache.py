@@ -179,7 +179,15 @@ def test_failing_build_leaves_nothing(data, tmp_path, tokenizer):
     with pytest.raises(DataError, match="label 'B-NEW' of head 'ner'"):
         tokenize_and_cache(make_task(data), tokenizer, max_length=16, cache_dir=cache)
     assert entries(cache) == []
-    assert list((cache / "ner_task").iterdir()) == []  # no `<fingerprint>.lock` left either
+    # no `<fingerprint>.lock` left, nor the task's empty folder
+    assert list(cache.iterdir()) == []
+
+    tokenize_and_cache(make_task(data, validation=None), tokenizer, max_length=16,
+                       cache_dir=cache)  # another entry of the task...
+    write_jsonl(data / "validation.jsonl", [{"tokens": ["x"], "ner": ["B-NEW"]}])
+    with pytest.raises(DataError, match="label 'B-NEW' of head 'ner'"):
+        tokenize_and_cache(make_task(data), tokenizer, max_length=16, cache_dir=cache)
+    assert len(entries(cache)) == 1  # ...stays, with its folder
 
 
 def test_no_lock_file_stays_and_a_stale_one_is_reused(data, tmp_path, tokenizer):
