@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ TINY_ENCODER: dict[str, Any] = {
 _NAMES = ["alice", "bob", "carol", "dmitri", "eve"]
 _PLACES = ["paris", "berlin", "lima", "oslo"]
 _VERBS = ["visited", "left", "saw"]
+
+
+def free_port() -> int:
+    """A loopback port with nothing listening on it (bound, read, released); never 4200,
+    the Prefect server's default port that `make demo` may be using."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return port if port != 4200 else free_port()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

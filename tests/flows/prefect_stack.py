@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 RUN_TIMEOUT_S = 360
@@ -78,13 +77,6 @@ class Stack:
             text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
             parts.append(f"--- {name} log ({path}) ---\n" + "\n".join(text))
         return "\n".join(parts)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return port if port != 4200 else free_port()
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from multitask_bert.config import EncoderConfig
 from multitask_bert.models.multitask import build_model, load_tokenizer
 from multitask_bert.registry import log_model, register
 from multitask_bert.tasks import TaskSpec
-from tests.conftest import TINY_ENCODER
+from tests.conftest import TINY_ENCODER, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +48,6 @@ GOOD = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(root: Path, uri: str) -> dict[str, str]:
     return {**os.environ, "MLFLOW_TRACKING_URI": uri, "DO_NOT_TRACK": "true",
             "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
@@ -72,7 +65,7 @@ def served(tmp_path_factory) -> Iterator[SimpleNamespace]:
     model_uri = log_model(model_dir, tracking_uri=uri, experiment_name="serving-tests")
     register(model_uri, tracking_uri=uri, model_name="served", score=0.5, score_metric="mean",
              data_fingerprints={}, config_hash="c", git_commit=None)
-    port = _free_port()
+    port = free_port()
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
         [MLFLOW, "models", "serve", "-m", "models:/served@champion", "--env-manager", "local",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,14 +22,7 @@ from multitask_bert.tracking import (
     replay_fallback_file,
 )
 from multitask_bert.tracking.resilient import http_health_probe
-from tests.conftest import tiny_config_dict
-
-
-def free_port() -> int:
-    """A loopback port with nothing listening on it (bound, read, released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.conftest import free_port, tiny_config_dict
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

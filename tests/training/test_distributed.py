@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 
 from multitask_bert.training.checkpoint import latest_checkpoint
 from multitask_bert.training.distributed import DistInfo, shard
-from tests.conftest import REPO, tiny_config_dict
+from tests.conftest import REPO, free_port, tiny_config_dict
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
@@ -43,10 +42,6 @@ def config_file(task_dir: Path, root: Path, name: str, batch_size: int,
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

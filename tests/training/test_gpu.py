@@ -70,8 +70,8 @@ def test_cuda_trains_unpadded_by_default_and_matches_padded_in_bf16(tiny_config)
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_two_nccl_ranks_train_to_identical_weights(task_dir, tmp_path):
-    from tests.conftest import REPO
-    from tests.training.test_distributed import config_file, free_port
+    from tests.conftest import REPO, free_port
+    from tests.training.test_distributed import config_file
 
     config = config_file(task_dir, tmp_path, "ddp", batch_size=4)
     data = yaml.safe_load(config.read_text())

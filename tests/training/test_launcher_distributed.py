@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from multitask_bert.training.launcher import (
     UserInputError,
     run_training,
 )
-from tests.conftest import REPO, tiny_config_dict
+from tests.conftest import REPO, free_port, tiny_config_dict
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +37,6 @@ def started(task_dir: Path, tmp_path: Path, **training) -> ExperimentConfig:
     config = ExperimentConfig.from_dict(data).resolve()
     pipeline.start(config)
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_user_error_on_the_ranks_fails_with_its_message(task_dir, tmp_path):
