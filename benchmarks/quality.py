@@ -303,7 +303,7 @@ def results_markdown(res: dict[str, Any]) -> str:
         + f"; multi-task best step {res['multi_task']['best_step']} of "
         f"{res['multi_task']['global_step']}",
         f"- run folder `{_relative(res['run_dir'])}`, every number in "
-        "`benchmarks/quality-results.json`",
+        f"`{_relative(res.get('results_json', 'benchmarks/quality-results.json'))}`",
         "",
         "| head | multi-task val | single-task val | delta | test |",
         "|---|---:|---:|---:|---:|",
@@ -320,7 +320,7 @@ def results_markdown(res: dict[str, Any]) -> str:
             value = _fmt(check["value"], signed=True)
             lines.append(f"- {check['what']}: delta {value} ≥ {check['target']:+.3f}: {mark}")
         else:
-            lines.append(f"- {check['what']}: {_fmt(check['value'])} ≥ {check['target']:.2f}: "
+            lines.append(f"- {check['what']}: {_fmt(check['value'])} ≥ {check['target']:g}: "
                          f"{mark}")
     scored = {task: v.get("scored", {}) for task, v in res["truncation"].items()}
     if any(scored.values()):
@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args)
     json_path = Path(args.results_json)
     json_path = json_path if json_path.is_absolute() else REPO / json_path
+    res["results_json"] = str(json_path)
     json_path.write_text(json.dumps(res, indent=2, default=float) + "\n")
     markdown = results_markdown(res)
     md_path = Path(args.results_md)
