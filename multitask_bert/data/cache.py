@@ -262,8 +262,11 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
     names is alone; no empty lock file stays in the cache.
     """
     while True:
-        path.parent.mkdir(parents=True, exist_ok=True)  # a refused build may have removed it
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a refused build removed the empty folder just now
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.path.samestat(os.fstat(fd), os.stat(path)):
